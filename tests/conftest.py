@@ -19,3 +19,15 @@ def fixture_dir():
     if not os.path.isdir(FIXTURE_DIR):
         pytest.fail("official fixture missing: expected %s (../shared beside the repo)" % FIXTURE_DIR)
     return FIXTURE_DIR
+
+DEMO_DATA = os.path.join(REPO_ROOT, "data", "demo")
+
+
+def run_python(args, extra_env=None, timeout=600, **kwargs):
+    """Runs `python args...` from the repo root, as a user would, on the CPU; returns CompletedProcess."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    env.update(extra_env or {})
+    return subprocess.run([sys.executable] + list(args), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout, **kwargs)

@@ -1,0 +1,55 @@
+"""Training-step throughput: forward, backward, Nesterov update and batch-norm updates.
+
+Synthetic images live in GPU/CPU memory as a variable, so the figure measures the model alone.
+    python bench/train_step.py --model_name=efficientnet-b0 --batch_size=16 --image_size=224
+"""
+import os
+import sys
+import time
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import efficientnet_builder  # noqa: E402
+
+flags.DEFINE_string("model_name", "efficientnet-b0", "Model to benchmark.")
+flags.DEFINE_integer("batch_size", 16, "Images per training step.")
+flags.DEFINE_integer("image_size", 0, "Input resolution; 0 means the model's own.")
+flags.DEFINE_integer("num_classes", 1000, "Classifier width.")
+flags.DEFINE_integer("warmup_steps", 3, "Steps run before timing starts (graph optimisation, allocation).")
+flags.DEFINE_integer("steps", 10, "Timed steps.")
+FLAGS = flags.FLAGS
+
+
+def main(_):
+    image_size = FLAGS.image_size or efficientnet_builder.model_spec(FLAGS.model_name).resolution
+    rng = np.random.RandomState(0)
+    images = tf.Variable(rng.uniform(0, 255, (FLAGS.batch_size, image_size, image_size, 3)).astype(np.float32),
+                         trainable=False, name="synthetic_images")
+    labels = tf.Variable(rng.randint(0, FLAGS.num_classes, FLAGS.batch_size).astype(np.int32),
+                         trainable=False, name="synthetic_labels")
+    logits, _ = efficientnet_builder.build_model(
+        efficientnet_builder.normalize_images(images, FLAGS.model_name), FLAGS.model_name, training=True,
+        override_params={"num_classes": FLAGS.num_classes})
+    loss = tf.losses.sparse_softmax_cross_entropy(labels, logits)
+    optimizer = tf.train.MomentumOptimizer(0.01, 0.9, use_nesterov=True)
+    with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+        train_op = optimizer.minimize(loss, global_step=tf.train.get_or_create_global_step())
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        for _ in range(FLAGS.warmup_steps):
+            sess.run(train_op)
+        start = time.time()
+        for _ in range(FLAGS.steps):
+            sess.run(train_op)
+        elapsed = time.time() - start
+    print("model=%s image_size=%d batch_size=%d steps=%d" % (FLAGS.model_name, image_size, FLAGS.batch_size,
+                                                            FLAGS.steps))
+    print("train step: %.3f s/step, %.2f images/s" % (elapsed / FLAGS.steps,
+                                                      FLAGS.batch_size * FLAGS.steps / elapsed))
+
+
+if __name__ == "__main__":
+    app.run(main)

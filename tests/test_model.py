@@ -1,0 +1,289 @@
+"""The model against the official checkpoint fixture and the published model table."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+import efficientnet_builder as builder
+import efficientnet_model
+
+B0 = "efficientnet-b0"
+
+# efficientnet.md §2.3: (stem, [(in, out, repeats) per stage], head, trainable params, model variables).
+MODEL_TABLE = {
+    "efficientnet-b0": (32, [(32, 16, 1), (16, 24, 2), (24, 40, 2), (40, 80, 3), (80, 112, 3), (112, 192, 4),
+                             (192, 320, 1)], 1280, 5288548, 311),
+    "efficientnet-b1": (32, [(32, 16, 2), (16, 24, 3), (24, 40, 3), (40, 80, 4), (80, 112, 4), (112, 192, 5),
+                             (192, 320, 2)], 1280, 7794184, 439),
+    "efficientnet-b2": (32, [(32, 16, 2), (16, 24, 3), (24, 48, 3), (48, 88, 4), (88, 120, 4), (120, 208, 5),
+                             (208, 352, 2)], 1408, 9109994, 439),
+    "efficientnet-b3": (40, [(40, 24, 2), (24, 32, 3), (32, 48, 3), (48, 96, 5), (96, 136, 5), (136, 232, 6),
+                             (232, 384, 2)], 1536, 12233232, 496),
+    "efficientnet-b4": (48, [(48, 24, 2), (24, 32, 4), (32, 56, 4), (56, 112, 6), (112, 160, 6), (160, 272, 8),
+                             (272, 448, 2)], 1792, 19341616, 610),
+    "efficientnet-b5": (48, [(48, 24, 3), (24, 40, 5), (40, 64, 5), (64, 128, 7), (128, 176, 7), (176, 304, 9),
+                             (304, 512, 3)], 2048, 30389784, 738),
+    "efficientnet-b6": (56, [(56, 32, 3), (32, 40, 6), (40, 72, 6), (72, 144, 8), (144, 200, 8), (200, 344, 11),
+                             (344, 576, 3)], 2304, 43040704, 852),
+    "efficientnet-b7": (64, [(64, 32, 4), (32, 48, 7), (48, 80, 7), (80, 160, 10), (160, 224, 10),
+                             (224, 384, 13), (384, 640, 4)], 2560, 66347960, 1037),
+    "efficientnet-lite0": (32, [(32, 16, 1), (16, 24, 2), (24, 40, 2), (40, 80, 3), (80, 112, 3), (112, 192, 4),
+                                (192, 320, 1)], 1280, 4652008, 247),
+    "efficientnet-lite1": (32, [(32, 16, 1), (16, 24, 3), (24, 40, 3), (40, 80, 4), (80, 112, 4), (112, 192, 5),
+                                (192, 320, 1)], 1280, 5416680, 322),
+    "efficientnet-lite2": (32, [(32, 16, 1), (16, 24, 3), (24, 48, 3), (48, 88, 4), (88, 120, 4), (120, 208, 5),
+                                (208, 352, 1)], 1280, 6092072, 322),
+    "efficientnet-lite3": (32, [(40, 24, 1), (24, 32, 3), (32, 48, 3), (48, 96, 5), (96, 136, 5), (136, 232, 6),
+                                (232, 384, 1)], 1280, 8197096, 367),
+    "efficientnet-lite4": (32, [(48, 24, 1), (24, 32, 4), (32, 56, 4), (56, 112, 6), (112, 160, 6),
+                                (160, 272, 8), (272, 448, 1)], 1280, 13006568, 457),
+}
+
+
+@pytest.fixture(scope="module")
+def golden(fixture_dir):
+    with open(os.path.join(fixture_dir, "golden.json")) as handle:
+        meta = json.load(handle)
+    return meta, dict(np.load(os.path.join(fixture_dir, "golden.npz")))
+
+
+def _fast_session():
+    """Grappler's rewrites cost more than they save for the single runs of these tests."""
+    config = tf.ConfigProto()
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    return tf.Session(config=config)
+
+
+def _relative_error(ours, reference):
+    return float(np.abs(ours - reference).max() / np.abs(reference).max())
+
+
+def _build_b0_eval(images_shape):
+    images = tf.placeholder(tf.float32, images_shape)
+    logits, endpoints = builder.build_model(builder.normalize_images(images, B0), B0, training=False)
+    return images, logits, endpoints
+
+
+def test_b0_variables_are_the_official_ones(golden):
+    meta, _ = golden
+    with tf.Graph().as_default():
+        _build_b0_eval([4, 224, 224, 3])
+        ours = [[v.op.name, v.shape.as_list()] for v in tf.global_variables()]
+        trainable = len(tf.trainable_variables())
+    assert ours == meta["model_variables"]
+    assert trainable == 213
+
+
+@pytest.mark.parametrize("use_ema", [False, True], ids=["raw", "ema"])
+def test_b0_reproduces_official_logits(golden, fixture_dir, use_ema):
+    meta, arrays = golden
+    suffix = "/ExponentialMovingAverage" if use_ema else ""
+    with tf.Graph().as_default():
+        images, logits, endpoints = _build_b0_eval([4, 224, 224, 3])
+        saver = tf.train.Saver({v.op.name + suffix: v for v in tf.global_variables()})
+        with tf.Session() as sess:
+            saver.restore(sess, os.path.join(fixture_dir, meta["checkpoint"]))
+            ours_logits, ours_features = sess.run([logits, endpoints["features"]], {images: arrays["images"]})
+    kind = "ema" if use_ema else "raw"
+    assert _relative_error(ours_logits, arrays["logits_" + kind]) <= 1e-4
+    assert _relative_error(ours_features, arrays["features_" + kind]) <= 1e-4
+    if use_ema:
+        top5 = np.argsort(-ours_logits, axis=1)[:, :5].tolist()
+        assert top5 == meta["top5_ema"]
+
+
+def test_b0_endpoint_shapes(golden):
+    meta, _ = golden
+    with tf.Graph().as_default():
+        _, logits, endpoints = _build_b0_eval([4, 224, 224, 3])
+        for name, shape in meta["endpoint_shapes"].items():
+            assert endpoints[name].shape.as_list() == shape, name
+        assert endpoints["head_1x1"].shape.as_list() == [4, 7, 7, 1280]
+        assert endpoints["head"].shape.as_list() == [4, 1000]
+        assert logits.op.name == "logits"
+
+
+@pytest.mark.parametrize("model_name", builder.MODEL_NAMES)
+def test_model_table(model_name):
+    stem, stages, head, params, variables = MODEL_TABLE[model_name]
+    blocks_args, global_params = builder.get_model_params(model_name)
+    scaled = builder.scaled_blocks(blocks_args, global_params)
+    assert [(b.input_filters, b.output_filters, b.num_repeat) for b in scaled] == stages
+    resolution = builder.model_spec(model_name).resolution
+    with tf.Graph().as_default():
+        images = tf.placeholder(tf.float32, [1, resolution, resolution, 3])
+        _, endpoints = builder.build_model(images, model_name, training=False)
+        assert sum(int(np.prod(v.shape.as_list())) for v in tf.trainable_variables()) == params
+        assert len(tf.global_variables()) == variables
+        assert endpoints["stem"].shape.as_list()[-1] == stem
+        assert endpoints["head_1x1"].shape.as_list()[-1] == head
+        for level in range(1, 6):
+            size = -(-resolution // 2 ** level)
+            shape = endpoints["reduction_%d" % level].shape.as_list()
+            assert shape[1:3] == [size, size], (level, shape)
+        assert endpoints["reduction_5"].shape.as_list()[-1] == stages[-1][1]
+        if "lite" in model_name:
+            assert endpoints["pooled_features"].shape.as_list() == [1, 1, 1, head]
+            assert not any("/se/" in v.op.name for v in tf.global_variables())
+        else:
+            assert endpoints["pooled_features"].shape.as_list() == [1, head]
+
+
+@pytest.mark.parametrize("model_name", builder.MODEL_NAMES)
+def test_one_training_step_on_cpu(model_name):
+    batch = np.random.RandomState(0).uniform(-1, 1, size=(2, 32, 32, 3)).astype(np.float32)
+    with tf.Graph().as_default():
+        tf.set_random_seed(1)
+        images = tf.constant(batch)
+        labels = tf.constant([1, 3])
+        logits, _ = builder.build_model(images, model_name, training=True, override_params={"num_classes": 5})
+        loss = tf.losses.sparse_softmax_cross_entropy(labels, logits)
+        update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+        assert len(update_ops) == 2 * sum(1 for v in tf.global_variables() if v.op.name.endswith("moving_mean"))
+        optimizer = tf.train.MomentumOptimizer(0.1, 0.9, use_nesterov=True)
+        with tf.control_dependencies(update_ops):
+            train_op = optimizer.minimize(loss)
+        head_kernel = [v for v in tf.trainable_variables() if v.op.name.endswith("head/dense/kernel")][0]
+        moving_mean = [v for v in tf.global_variables() if v.op.name.endswith("stem/tpu_batch_normalization/"
+                                                                                "moving_mean")][0]
+        with _fast_session() as sess:
+            sess.run(tf.global_variables_initializer())
+            first, kernel_before, mean_before = sess.run([logits, head_kernel, moving_mean])
+            second = sess.run(logits)
+            loss_value, _ = sess.run([loss, train_op])
+            kernel_after, mean_after = sess.run([head_kernel, moving_mean])
+    assert np.isfinite(loss_value)
+    assert not np.allclose(first, second), "dropout and drop-connect should make training passes differ"
+    assert not np.allclose(kernel_before, kernel_after)
+    assert not np.allclose(mean_before, mean_after), "batch-norm statistics should update through UPDATE_OPS"
+
+
+def test_eval_is_deterministic_and_survival_probabilities():
+    batch = np.random.RandomState(0).uniform(-1, 1, size=(2, 32, 32, 3)).astype(np.float32)
+    with tf.Graph().as_default():
+        logits, _ = builder.build_model(tf.constant(batch), B0, training=False)
+        assert not tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            np.testing.assert_array_equal(sess.run(logits), sess.run(logits))
+    survival = builder.survival_probabilities(16, 0.8)
+    assert survival[0] == 1.0 and survival[-1] == pytest.approx(0.8125)
+    assert builder.survival_probabilities(3, None) == [None] * 3
+
+
+def test_batch_norm_matches_the_non_fused_definition():
+    rng = np.random.RandomState(3)
+    inputs = rng.normal(2.0, 3.0, size=(2, 3, 3, 4)).astype(np.float32)
+    with tf.Graph().as_default():
+        layer = efficientnet_model.BatchNormalization(momentum=0.9, epsilon=1e-3)
+        outputs = layer(tf.constant(inputs), training=True)
+        with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+            outputs = tf.identity(outputs)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            ours = sess.run(outputs)
+            moving_mean, moving_variance = sess.run([layer.moving_mean, layer.moving_variance])
+    mean, variance = inputs.mean(axis=(0, 1, 2)), inputs.var(axis=(0, 1, 2))
+    np.testing.assert_allclose(ours, (inputs - mean) / np.sqrt(variance + 1e-3), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(moving_mean, 0.1 * mean, rtol=1e-5)
+    np.testing.assert_allclose(moving_variance, 0.9 + 0.1 * variance, rtol=1e-5)
+
+
+def test_checkpoint_roundtrip_and_num_classes_override(tmp_path):
+    batch = np.random.RandomState(0).uniform(0, 255, size=(2, 64, 64, 3)).astype(np.float32)
+    prefix = str(tmp_path / "model.ckpt")
+
+    def build(num_classes):
+        images = tf.constant(batch)
+        logits, _ = builder.build_model(builder.normalize_images(images, B0), B0, training=False,
+                                        override_params={"num_classes": num_classes})
+        return logits
+
+    with tf.Graph().as_default():
+        logits = build(1000)
+        reference_vars = {v.op.name: v.shape.as_list() for v in tf.global_variables()}
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            expected = sess.run(logits)
+            tf.train.Saver().save(sess, prefix)
+    with tf.Graph().as_default():
+        logits = build(1000)
+        with tf.Session() as sess:
+            tf.train.Saver().restore(sess, prefix)
+            np.testing.assert_array_equal(sess.run(logits), expected)
+    with tf.Graph().as_default():
+        build(10)
+        changed = {v.op.name: v.shape.as_list() for v in tf.global_variables()}
+    assert set(changed) == set(reference_vars)
+    differing = sorted(name for name in changed if changed[name] != reference_vars[name])
+    assert differing == [B0 + "/head/dense/bias", B0 + "/head/dense/kernel"]
+    assert changed[B0 + "/head/dense/kernel"] == [1280, 10]
+
+
+def test_block_string_grammar():
+    for block_string in builder.DEFAULT_BLOCKS:
+        assert builder.encode_block_string(builder.decode_block_string(block_string)) == block_string
+    block = builder.decode_block_string("r2_k5_s22_e6_i24_o40_se0.25_noskip")
+    assert (block.num_repeat, block.kernel_size, block.strides, block.expand_ratio) == (2, 5, [2, 2], 6)
+    assert (block.input_filters, block.output_filters, block.se_ratio, block.id_skip) == (24, 40, 0.25, False)
+    assert builder.encode_block_string(block) == "r2_k5_s22_e6_i24_o40_se0.25_noskip"
+    with pytest.raises(ValueError, match="strides"):
+        builder.decode_block_string("r1_k3_s1_e1_i32_o16")
+    with pytest.raises(ValueError, match="'o' field"):
+        builder.decode_block_string("r1_k3_s11_e1_i32")
+
+
+def test_rounding_rules():
+    _, b4 = builder.get_model_params("efficientnet-b4")
+    assert builder.round_filters(32, b4) == 48
+    assert builder.round_filters(1280, b4) == 1792
+    assert builder.round_repeats(3, b4) == 6
+    _, lite4 = builder.get_model_params("efficientnet-lite4")
+    assert builder.round_filters(1280, lite4, skip=True) == 1280
+    assert builder.round_repeats(1, lite4, skip=True) == 1
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match="efficientnet-b0, efficientnet-b1"):
+        builder.model_spec("efficientnet-b9")
+    with pytest.raises(ValueError, match="valid keys"):
+        builder.get_model_params(B0, {"num_clases": 10})
+    with pytest.raises(ValueError, match="num_classes"):
+        builder.get_model_params(B0, {"num_classes": 0})
+    _, params = builder.get_model_params(B0, {"drop_connect_rate": 0.3, "dropout_rate": 0.5,
+                                              "batch_norm_momentum": 0.9, "batch_norm_epsilon": 1e-5})
+    assert params.survival_prob == pytest.approx(0.7)
+    assert (params.dropout_rate, params.batch_norm_momentum, params.batch_norm_epsilon) == (0.5, 0.9, 1e-5)
+
+
+def test_normalization_constants():
+    with tf.Graph().as_default():
+        images = tf.constant(np.full((1, 2, 2, 3), 127.0, np.float32))
+        b0 = builder.normalize_images(images, B0)
+        lite = builder.normalize_images(images, "efficientnet-lite0")
+        with tf.Session() as sess:
+            b0_value, lite_value = sess.run([b0, lite])
+    np.testing.assert_allclose(lite_value, 0.0, atol=1e-7)
+    expected = (127.0 - np.array(builder.MEAN_RGB)) / np.array(builder.STDDEV_RGB)
+    np.testing.assert_allclose(b0_value[0, 0, 0], expected, rtol=1e-6)
+
+
+def test_build_model_base_and_custom_dropout():
+    calls = []
+
+    def recording_dropout(inputs, rate, training):
+        calls.append((rate, training))
+        return inputs
+
+    with tf.Graph().as_default():
+        images = tf.zeros([1, 64, 64, 3])
+        features, endpoints = builder.build_model_base(images, B0, training=True)
+        assert features.shape.as_list() == [1, 2, 2, 320]
+        assert "head" not in endpoints
+        assert not any("/head/" in v.op.name for v in tf.global_variables())
+    with tf.Graph().as_default():
+        builder.build_model(tf.zeros([1, 64, 64, 3]), B0, training=True,
+                            override_params={"dropout_fn": recording_dropout, "dropout_rate": 0.3})
+    assert calls == [(0.3, True)]
