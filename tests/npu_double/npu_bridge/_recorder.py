@@ -1,0 +1,91 @@
+"""What the double was asked to do, and the tf.Session patch that emulates device-side loops.
+
+CALLS is a list of (name, kwargs) tuples in call order. Names: 'Session' (config),
+'loop_run' (iterations), 'dropout' (keep_prob, ...), 'set_iteration_per_loop', 'NPUDistributedOptimizer',
+'allreduce', 'NPULossScaleOptimizer', 'FixedLossScaleManager', 'ExponentialUpdateLossScaleManager'.
+"""
+from tensorflow.python.client import session as _session
+from tensorflow.python.util import nest
+
+CALLS = []
+# Graph collection holding the IterationOp(s) built by util.set_iteration_per_loop.
+LOOP_OPS_COLLECTION = "npu_double_iteration_ops"
+# Collection the real adapter loads with iterations_per_loop - 1 (estimator/npu/util.py).
+ITERATIONS_VAR_COLLECTION = "npu_runconfig_iterations_per_loop"
+
+_ORIGINAL = {}
+
+
+def record(call, **kwargs):
+    CALLS.append((call, kwargs))
+
+
+def calls(name):
+    """kwargs of every recorded call named `name`, oldest first."""
+    return [kwargs for call, kwargs in CALLS if call == name]
+
+
+def names():
+    return [call for call, _ in CALLS]
+
+
+def session_configs():
+    """The config passed to each tf.Session created since the last clear() (None when omitted)."""
+    return [kwargs["config"] for kwargs in calls("Session")]
+
+
+def loop_runs():
+    """Steps run by each sess.run of an IterationOp."""
+    return [kwargs["iterations"] for kwargs in calls("loop_run")]
+
+
+def clear():
+    del CALLS[:]
+
+
+def _loop_iterations(sess, fetches):
+    """N when `fetches` include an IterationOp of the session's graph, else None."""
+    loop_ops = sess.graph.get_collection(LOOP_OPS_COLLECTION)
+    if not loop_ops:
+        return None
+    for fetch in nest.flatten(fetches):
+        if isinstance(fetch, str):
+            fetch = sess.graph.as_graph_element(fetch)
+        if any(fetch is op for op in loop_ops):
+            # The device reads the loop count from the variable set_iteration_per_loop loaded.
+            loop_var = sess.graph.get_collection(ITERATIONS_VAR_COLLECTION)[0]
+            return int(_ORIGINAL["run"](sess, loop_var)) + 1
+    return None
+
+
+def _patched_init(self, target="", graph=None, config=None):
+    record("Session", config=config)
+    _ORIGINAL["init"](self, target, graph, config)
+
+
+def _patched_run(self, fetches, feed_dict=None, options=None, run_metadata=None):
+    iterations = _loop_iterations(self, fetches)
+    if iterations is None:
+        return _ORIGINAL["run"](self, fetches, feed_dict, options, run_metadata)
+    record("loop_run", iterations=iterations)
+    for _ in range(iterations):
+        result = _ORIGINAL["run"](self, fetches, feed_dict, options, run_metadata)
+    return result
+
+
+def install():
+    """Patches tf.Session (and InteractiveSession) once per process."""
+    if _ORIGINAL:
+        return
+    _ORIGINAL["init"] = _session.BaseSession.__init__
+    _ORIGINAL["run"] = _session.BaseSession.run
+    _session.BaseSession.__init__ = _patched_init
+    _session.BaseSession.run = _patched_run
+
+
+def uninstall():
+    """Restores tf.Session so later tests see stock TensorFlow."""
+    if not _ORIGINAL:
+        return
+    _session.BaseSession.__init__ = _ORIGINAL.pop("init")
+    _session.BaseSession.run = _ORIGINAL.pop("run")
