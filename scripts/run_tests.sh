@@ -6,7 +6,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export EFFICIENTNET_FORCE_VENV="${EFFICIENTNET_FORCE_VENV:-1}"
 # shellcheck disable=SC1091
 source scripts/env.sh
-if ! "$PYTHON" -c 'import pytest' >/dev/null 2>&1; then
-  "$PYTHON" -m pip install -q 'pytest>=6,<8'
+if ! "$PYTHON" -c 'import pytest, sklearn' >/dev/null 2>&1; then
+  "$PYTHON" -m pip install -q -r requirements-test.txt
 fi
 exec "$PYTHON" -m pytest "$@"

@@ -1,0 +1,198 @@
+"""Checkpoint helpers shared by train.py, test.py, freeze_graph.py and predict.py.
+
+Every entry point finds a checkpoint the same way, restores either the raw weights or their
+exponential-moving-average (EMA) shadows, and fails with one clear message when the checkpoint
+does not fit the model being built (another model, another class count, no EMA shadows).
+"""
+import collections
+import glob
+import os
+import re
+
+import tensorflow.compat.v1 as tf
+
+import efficientnet_builder
+import run_config
+
+EMA_SUFFIX = "/ExponentialMovingAverage"
+HEAD_SCOPE = "/head/dense/"
+USE_EMA_CHOICES = ("auto", "true", "false")
+_MAX_LISTED = 10
+_DATA_SHARD = re.compile(r"\.data-\d{5}-of-\d{5}$")
+_STEP = re.compile(r"-(\d+)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing or does not fit the model being built."""
+
+
+def resolve_checkpoint(path):
+    """Returns the checkpoint prefix for a folder (its newest checkpoint) or a prefix.
+
+    A folder uses its `checkpoint` index file, or, when that is missing or stale (the folder was
+    copied from another machine), the `*.index` file with the highest step.
+    """
+    if not path:
+        raise CheckpointError("no checkpoint given: pass --checkpoint=<folder or checkpoint prefix>")
+    path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        prefix = tf.train.latest_checkpoint(path)
+        if prefix and os.path.exists(prefix + ".index"):
+            return prefix
+        prefixes = [p[:-len(".index")] for p in glob.glob(os.path.join(path, "*.index"))]
+        if not prefixes:
+            raise CheckpointError(
+                "no checkpoint in folder %s: expected a `checkpoint` file or <prefix>.index and "
+                "<prefix>.data-* files there; pass the training model_dir or a checkpoint prefix" % path)
+        return max(prefixes, key=_prefix_order)
+    for suffix in (".index", ".meta"):
+        if path.endswith(suffix):
+            path = path[:-len(suffix)]
+    path = _DATA_SHARD.sub("", path)
+    if os.path.exists(path + ".index"):
+        return path
+    raise CheckpointError(
+        "checkpoint not found: %s is neither a folder holding checkpoints nor a checkpoint prefix "
+        "with a %s.index file (expected e.g. model_dir or model_dir/model.ckpt-1000)"
+        % (path, os.path.basename(path)))
+
+
+def _prefix_order(prefix):
+    """Sort key for checkpoint prefixes: global step from the name, then modification time."""
+    match = _STEP.search(prefix)
+    return (int(match.group(1)) if match else -1, os.path.getmtime(prefix + ".index"))
+
+
+def checkpoint_shapes(prefix):
+    """Returns {key: shape list} for every variable stored in the checkpoint."""
+    try:
+        return dict(tf.train.list_variables(prefix))
+    except (tf.errors.OpError, ValueError) as err:
+        raise CheckpointError("cannot read checkpoint %s (%s): pass an intact checkpoint"
+                              % (prefix, str(err).splitlines()[0]))
+
+
+def has_ema(prefix):
+    """True when the checkpoint holds `.../ExponentialMovingAverage` shadow variables."""
+    return any(key.endswith(EMA_SUFFIX) for key in checkpoint_shapes(prefix))
+
+
+def checkpoint_model_name(prefix):
+    """Returns the top scope of the checkpoint's `efficientnet-*` keys (the model it holds), or None."""
+    scopes = collections.Counter(key.split("/", 1)[0] for key in checkpoint_shapes(prefix)
+                                 if key.startswith("efficientnet-") and "/" in key)
+    return scopes.most_common(1)[0][0] if scopes else None
+
+
+def checkpoint_num_classes(prefix, model_name=None):
+    """Returns the class count of the checkpoint's classification head (head/dense/bias), or None."""
+    model_name = model_name or checkpoint_model_name(prefix)
+    shape = checkpoint_shapes(prefix).get("%s/head/dense/bias" % model_name)
+    return int(shape[0]) if shape else None
+
+
+def infer_model(prefix, model_name=None, num_classes=None, image_size=None):
+    """Fills model_name / num_classes / image_size left unset: from the run that wrote the checkpoint
+    (run_config.json), the checkpoint's own variables, then the model's resolution."""
+    recorded = run_config.read(prefix)
+    if model_name:
+        efficientnet_builder.model_spec(model_name)
+    held = checkpoint_model_name(prefix)
+    if not (model_name or held):
+        raise CheckpointError(
+            "cannot tell which model checkpoint %s holds (no efficientnet-* variables): pass --model_name"
+            % prefix)
+    if model_name and held and model_name != held:
+        raise CheckpointError(
+            "checkpoint %s seems to hold %s, not --model_name=%s: drop --model_name or pass an %s checkpoint"
+            % (prefix, held, model_name, model_name))
+    model_name = model_name or held
+    spec = efficientnet_builder.model_spec(model_name)
+    if not num_classes:
+        num_classes = checkpoint_num_classes(prefix, model_name)
+        if not num_classes:
+            raise CheckpointError(
+                "checkpoint %s has no %s/head/dense/bias to read the class count from: pass --num_classes"
+                % (prefix, model_name))
+    return model_name, num_classes, image_size or recorded.get("image_size") or spec.resolution
+
+
+def resolve_use_ema(use_ema, prefix):
+    """Turns an auto|true|false choice (or a bool) into a bool: auto = the checkpoint has EMA shadows."""
+    if isinstance(use_ema, bool):
+        return use_ema
+    choice = str(use_ema).lower()
+    if choice not in USE_EMA_CHOICES:
+        raise CheckpointError("use_ema must be one of %s, got %r" % ("|".join(USE_EMA_CHOICES), use_ema))
+    if choice == "auto":
+        return has_ema(prefix)
+    return choice == "true"
+
+
+def _listed(names):
+    """Formats at most _MAX_LISTED names plus a count of the rest."""
+    shown = ", ".join(names[:_MAX_LISTED])
+    if len(names) > _MAX_LISTED:
+        shown += " ... (%d more)" % (len(names) - _MAX_LISTED)
+    return shown
+
+
+def model_variables_restore_map(prefix, model_vars, use_ema, skip_mismatched_head=False):
+    """Maps checkpoint keys to model variables for a tf.train.Saver.
+
+    With use_ema every variable is restored from its `<name>/ExponentialMovingAverage` shadow
+    (BN moving statistics included, as the official evaluation does), else from `<name>`.
+    skip_mismatched_head leaves out head/dense variables whose shape differs (fine-tuning to a
+    new class count). Returns (var_list {ckpt_key: variable}, skipped variable names).
+    """
+    shapes = checkpoint_shapes(prefix)
+    var_list, skipped, missing, mismatched = {}, [], [], []
+    for var in model_vars:
+        name = var.op.name
+        key = name + EMA_SUFFIX if use_ema else name
+        model_shape = var.shape.as_list()
+        if key not in shapes:
+            missing.append(key)
+        elif shapes[key] != model_shape:
+            if skip_mismatched_head and HEAD_SCOPE in "/" + name:
+                skipped.append(name)
+            else:
+                mismatched.append("%s (checkpoint %s, model %s)" % (key, shapes[key], model_shape))
+        else:
+            var_list[key] = var
+    if missing:
+        _raise_missing(prefix, shapes, model_vars, missing, use_ema)
+    if mismatched:
+        raise CheckpointError(
+            "checkpoint %s does not fit the model: %d shape mismatches: %s; pass the checkpoint's "
+            "--model_name/--num_classes, or fine-tune with the head skipped"
+            % (prefix, len(mismatched), _listed(mismatched)))
+    return var_list, skipped
+
+
+def _raise_missing(prefix, shapes, model_vars, missing, use_ema):
+    """Explains missing keys: another model, no EMA shadows, or plain missing names."""
+    model_scopes = sorted({v.op.name.split("/", 1)[0] for v in model_vars})
+    held = checkpoint_model_name(prefix)
+    if held and held not in model_scopes:
+        raise CheckpointError(
+            "checkpoint %s seems to hold %s, but the model being built is %s: pass --model_name=%s "
+            "or an %s checkpoint" % (prefix, held, ", ".join(model_scopes), held, ", ".join(model_scopes)))
+    if held is None:
+        raise CheckpointError(
+            "checkpoint %s holds no efficientnet-* variables (%d keys, e.g. %s): pass an EfficientNet "
+            "checkpoint" % (prefix, len(shapes), _listed(sorted(shapes)[:3])))
+    if use_ema and not any(key.endswith(EMA_SUFFIX) for key in shapes):
+        raise CheckpointError(
+            "checkpoint %s has no ExponentialMovingAverage shadow variables: restore the raw weights "
+            "(--use_ema=false)" % prefix)
+    raise CheckpointError(
+        "checkpoint %s lacks %d keys the model needs%s: %s; pass a checkpoint of the same model and "
+        "options" % (prefix, len(missing), " (EMA shadows)" if use_ema else "", _listed(missing)))
+
+
+def restore(sess, prefix, model_vars, use_ema, skip_mismatched_head=False):
+    """Restores model_vars from the checkpoint prefix into sess; returns the skipped variable names."""
+    var_list, skipped = model_variables_restore_map(prefix, model_vars, use_ema, skip_mismatched_head)
+    tf.train.Saver(var_list=var_list).restore(sess, prefix)
+    return skipped

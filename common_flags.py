@@ -1,0 +1,16 @@
+"""Flags that train.py and test.py share, defined once; the TMP_* names are the ones ModelZoo users know."""
+from absl import flags
+
+import efficientnet_builder
+
+flags.DEFINE_string("TMP_DATA_PATH", "./data/demo",
+                    "Folder with train-*/validation-* TFRecords (or train_tf/ and valid_tf/).")
+flags.DEFINE_string("TMP_MODEL_PATH", "./model",
+                    "Folder for this run's checkpoints; test.py also takes a checkpoint prefix here.")
+flags.DEFINE_enum("model_name", None, efficientnet_builder.MODEL_NAMES,
+                  "Model to build. Default: the one recorded in TMP_MODEL_PATH or held by the checkpoint, "
+                  "else efficientnet-b0.")
+flags.DEFINE_integer("num_classes", 0, "Classifier width; 0 = from the dataset info (or the checkpoint head).")
+flags.DEFINE_integer("image_size", 0, "Input resolution; 0 = the one recorded in TMP_MODEL_PATH, "
+                                      "else the model's own (224 for B0).")
+flags.DEFINE_integer("batch_size", 64, "Images per step on each device.", lower_bound=1)

@@ -1,0 +1,29 @@
+"""Evaluates a checkpoint on the validation split and prints Top-1/Top-5 accuracy.
+
+    python test.py --TMP_DATA_PATH=./data/demo --TMP_MODEL_PATH=./model
+
+TMP_MODEL_PATH is a folder (its newest checkpoint) or a checkpoint prefix; checkpoints written by
+train.py and the official ones both work. Every validation image is counted exactly once.
+"""
+import sys
+
+from absl import app, logging
+
+import checkpoint_utils
+import device
+import evaluation
+import preprocess
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
+    try:
+        evaluation.main_from_flags()
+    except (preprocess.DatasetError, checkpoint_utils.CheckpointError, device.DeviceError) as error:
+        logging.error("%s", error)
+        sys.exit("error: %s" % error)
+
+
+if __name__ == "__main__":
+    app.run(main)
