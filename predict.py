@@ -1,0 +1,242 @@
+"""Classifies image files with an EfficientNet checkpoint or a frozen graph and prints the top-k classes.
+
+Usage:
+  python predict.py --checkpoint=model/ photo.jpg photos_folder/ [--images=a.jpg,b.png]
+  python predict.py --frozen_graph=model/efficientnet-b0.pb photo.jpg
+  python predict.py --checkpoint=model/ --data_path=data/demo photo.png   # names from data/demo/labels.txt
+
+Class names come from --labels, else the labels file of the dataset given by --data_path, else the
+labels of the data the checkpoint was trained on (recorded by train.py), else the shipped
+imagenet_classes.txt for 1000-class models, else "class N". Images get the evaluation
+preprocessing (centre crop, bicubic resize). Files that are not readable images are reported and
+skipped; the exit code is 0 when at least one image was classified.
+"""
+import os
+import sys
+
+from absl import app
+from absl import flags
+from google.protobuf import message
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+import checkpoint_utils
+import efficientnet_builder
+import freeze_graph
+import preprocess
+import run_config
+
+FLAGS = flags.FLAGS
+IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.txt")
+LABELS_FILE = "labels.txt"
+
+
+class PredictError(ValueError):
+    """Bad predict.py input; the message names the fix."""
+
+
+def define_flags():
+    """Defines the CLI flags (only when run as a script, so the module imports without side effects)."""
+    flags.DEFINE_string("checkpoint", None, "Checkpoint folder (its newest checkpoint) or checkpoint prefix.")
+    flags.DEFINE_string("frozen_graph", None,
+                        "Frozen .pb written by freeze_graph.py (instead of --checkpoint).")
+    flags.DEFINE_string("model_name", None, "Model to build; default: the model the checkpoint holds.")
+    flags.DEFINE_integer("num_classes", None, "Classes of the head; default: from the checkpoint.")
+    flags.DEFINE_integer("image_size", None, "Input height and width; default: the size the checkpoint was trained at "
+                         "(run_config.json), else the model's resolution.")
+    flags.DEFINE_string("labels", None, "Class names, one per line in class order (default: see module doc).")
+    flags.DEFINE_string("data_path", None, "Dataset folder whose labels.txt names the classes.")
+    flags.DEFINE_enum("use_ema", "auto", checkpoint_utils.USE_EMA_CHOICES,
+                      "Restore EMA shadow weights: auto = when the checkpoint has them; false = raw weights.")
+    flags.DEFINE_integer("top_k", 5, "Number of classes printed per image.")
+    flags.DEFINE_list("images", [], "Image files or folders (comma separated); more may follow as arguments.")
+
+
+def collect_images(inputs):
+    """Expands folders (their files, sorted, not recursive); returns (files, [(path, reason)] skipped)."""
+    files, skipped = [], []
+    for path in inputs:
+        if os.path.isdir(path):
+            names = sorted(n for n in os.listdir(path) if not n.startswith("."))
+            files.extend(os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n)))
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            skipped.append((path, "no such file or folder"))
+    return files, skipped
+
+
+def class_names(num_classes, labels=None, data_path=None):
+    """Names for the model's classes (see the module doc for the order of sources)."""
+    path = labels
+    if not path and data_path:
+        path = preprocess.read_dataset_info(data_path)["labels_file"] or os.path.join(data_path, LABELS_FILE)
+        if not os.path.isfile(path):
+            print("warning: no %s in %s; naming classes by index" % (LABELS_FILE, data_path), file=sys.stderr)
+            path = None
+    if not path and num_classes == 1000:
+        path = IMAGENET_CLASSES
+    if not path:
+        return ["class %d" % i for i in range(num_classes)]
+    names = preprocess.load_labels(path)
+    if len(names) != num_classes:
+        raise PredictError("labels file %s has %d names but the model has %d classes: pass --labels with "
+                           "one name per class" % (path, len(names), num_classes))
+    return names
+
+
+class CheckpointModel(object):
+    """The classifier rebuilt from a checkpoint (EMA or raw weights)."""
+
+    def __init__(self, checkpoint, model_name=None, num_classes=None, image_size=None, use_ema="auto"):
+        prefix = checkpoint_utils.resolve_checkpoint(checkpoint)
+        self.model_name, self.num_classes, self.image_size = checkpoint_utils.infer_model(
+            prefix, model_name, num_classes, image_size)
+        self.use_ema = checkpoint_utils.resolve_use_ema(use_ema, prefix)
+        self.source = "%s (%s, %s weights)" % (prefix, self.model_name, "EMA" if self.use_ema else "raw")
+        graph = tf.Graph()
+        with graph.as_default():
+            self._input, self._logits, self._probs = freeze_graph.build_inference_graph(
+                self.model_name, self.num_classes, self.image_size, batch_size=None)
+            self._sess = tf.Session(graph=graph)
+            checkpoint_utils.restore(self._sess, prefix, tf.global_variables(), self.use_ema)
+
+    def classify(self, image):
+        """(logits, probabilities) of one preprocessed image (float32 [S,S,3], RGB 0..255)."""
+        logits, probs = self._sess.run((self._logits, self._probs), {self._input: image[None]})
+        return logits[0], probs[0]
+
+
+class FrozenModel(object):
+    """A frozen graph from freeze_graph.py, whichever input dtype, batch and normalization it was given."""
+
+    def __init__(self, pb_path, model_name=None, image_size=None):
+        if not os.path.isfile(pb_path):
+            raise PredictError("frozen graph %s not found: pass a .pb written by freeze_graph.py" % pb_path)
+        graph_def = tf.GraphDef()
+        try:
+            with open(pb_path, "rb") as f:
+                graph_def.ParseFromString(f.read())
+        except message.DecodeError as err:
+            raise PredictError("cannot parse %s as a TensorFlow graph (%s): pass a .pb written by "
+                               "freeze_graph.py" % (pb_path, err))
+        graph = tf.Graph()
+        with graph.as_default():
+            tf.import_graph_def(graph_def, name="")
+        names = {node.name for node in graph_def.node}
+        wanted = [freeze_graph.INPUT_NAME] + list(freeze_graph.OUTPUT_NAMES)
+        if not set(wanted) <= names:
+            raise PredictError("frozen graph %s lacks the nodes %s: freeze it with freeze_graph.py"
+                               % (pb_path, ", ".join(sorted(set(wanted) - names))))
+        self._input = graph.get_tensor_by_name(freeze_graph.INPUT_NAME + ":0")
+        self._logits, self._probs = [graph.get_tensor_by_name(name + ":0")
+                                     for name in freeze_graph.OUTPUT_NAMES]
+        shape = self._input.shape.as_list()
+        self._batch = shape[0]
+        self.image_size = shape[1]
+        if image_size and image_size != self.image_size:
+            raise PredictError("frozen graph %s takes %dx%d images, not --image_size=%d: drop --image_size"
+                               % (pb_path, self.image_size, self.image_size, image_size))
+        self.num_classes = self._probs.shape.as_list()[-1]
+        self.model_name = model_name or _graph_model_name(names)
+        self._normalization = None
+        if not any(name.startswith("normalize/") for name in names):
+            if self._input.dtype == tf.uint8:
+                raise PredictError("frozen graph %s takes uint8 input normalized by ATC's AIPP, which the host "
+                                   "cannot feed: predict with --checkpoint, or freeze with normalization "
+                                   "inside the graph" % pb_path)
+            if not self.model_name:
+                raise PredictError("cannot tell the model of %s to normalize its input: pass --model_name"
+                                   % pb_path)
+            mean, std = efficientnet_builder.normalization_constants(self.model_name)
+            self._normalization = (np.array(mean, np.float32), np.array(std, np.float32))
+        self.source = "%s (%s)" % (pb_path, self.model_name or "frozen graph")
+        self._sess = tf.Session(graph=graph)
+
+    def classify(self, image):
+        """(logits, probabilities) of one preprocessed image (float32 [S,S,3], RGB 0..255)."""
+        if self._normalization:
+            image = (image - self._normalization[0]) / self._normalization[1]
+        if self._input.dtype == tf.uint8:
+            image = np.clip(np.round(image), 0, 255).astype(np.uint8)
+        batch = np.repeat(image[None], self._batch or 1, axis=0)
+        logits, probs = self._sess.run((self._logits, self._probs), {self._input: batch})
+        return logits[0], probs[0]
+
+
+def _graph_model_name(node_names):
+    """The efficientnet-* scope of a frozen graph's nodes, or None."""
+    scopes = {name.split("/", 1)[0] for name in node_names
+              if name.startswith("efficientnet-") and "/" in name}
+    return scopes.pop() if len(scopes) == 1 else None
+
+
+def predict(model, names, files, top_k=5, out=sys.stdout):
+    """Prints the top-k classes of each readable image; returns (count, [(path, reason)] skipped)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        path = tf.placeholder(tf.string, [])
+        image = preprocess.decode_and_preprocess_file(path, model.image_size)
+    top_k = max(1, min(top_k, model.num_classes))
+    predicted, skipped = 0, []
+    with tf.Session(graph=graph) as sess:
+        for file_path in files:
+            try:
+                pixels = sess.run(image, {path: file_path})
+            except (tf.errors.OpError, preprocess.DatasetError) as err:
+                reason = getattr(err, "message", None) or str(err)
+                skipped.append((file_path, reason.splitlines()[0]))
+                print("warning: skipping %s: %s" % skipped[-1], file=sys.stderr)
+                continue
+            logits, probs = model.classify(pixels)
+            print(file_path, file=out)
+            # Rank by logits: saturated probabilities tie at 0 and would lose the order.
+            for rank, index in enumerate(np.argsort(-logits, kind="stable")[:top_k], 1):
+                print("  %d. %s (%d)  %.4f" % (rank, names[index], index, probs[index]), file=out)
+            predicted += 1
+    return predicted, skipped
+
+
+def run(inputs, checkpoint=None, frozen_graph=None, model_name=None, num_classes=None, image_size=None,
+        labels=None, data_path=None, use_ema="auto", top_k=5):
+    """Loads the model and classifies `inputs` (files or folders); returns the number of images classified."""
+    if bool(checkpoint) == bool(frozen_graph):
+        raise PredictError("pass exactly one of --checkpoint (folder or prefix) and --frozen_graph (.pb)")
+    if not inputs:
+        raise PredictError("no images given: pass image files or folders as arguments or "
+                           "--images=a.jpg,b.png")
+    if top_k < 1:
+        raise PredictError("--top_k must be at least 1, got %d" % top_k)
+    files, skipped = collect_images(inputs)
+    for path, reason in skipped:
+        print("warning: skipping %s: %s" % (path, reason), file=sys.stderr)
+    if frozen_graph:
+        model = FrozenModel(frozen_graph, model_name, image_size)
+    else:
+        model = CheckpointModel(checkpoint, model_name, num_classes, image_size, use_ema)
+    if checkpoint and not (labels or data_path):
+        labels = run_config.read(checkpoint).get("labels_file")
+    names = class_names(model.num_classes, labels, data_path)
+    print("model: %s, %d classes, %dx%d input" % (model.source, model.num_classes, model.image_size,
+                                                  model.image_size))
+    predicted, unreadable = predict(model, names, files, top_k)
+    if not predicted:
+        raise PredictError("no image could be classified (%d skipped): pass JPEG, PNG, GIF or BMP files"
+                           % (len(skipped) + len(unreadable)))
+    return predicted
+
+
+def main(argv):
+    tf.logging.set_verbosity(tf.logging.ERROR)
+    try:
+        run(list(FLAGS.images) + list(argv[1:]), FLAGS.checkpoint, FLAGS.frozen_graph, FLAGS.model_name,
+            FLAGS.num_classes, FLAGS.image_size, FLAGS.labels, FLAGS.data_path, FLAGS.use_ema, FLAGS.top_k)
+    except (ValueError, IOError, tf.errors.OpError) as err:
+        print("error: %s" % err, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
