@@ -244,6 +244,16 @@ def define_flags():
     flags.DEFINE_boolean('overwrite', False, 'Replace records already in --output_dir.')
 
 
+def describe(summary):
+    """One line saying what convert() wrote."""
+    return 'wrote %d train and %d validation images of %d classes to %s' % (
+        summary['num_examples']['train'],
+        summary['num_examples']['validation'],
+        summary['num_classes'],
+        summary['output_dir'],
+    )
+
+
 def main(argv):
     del argv
     if not FLAGS.input_dir or not FLAGS.output_dir:
@@ -263,15 +273,7 @@ def main(argv):
     except (ValueError, IOError) as e:
         print('error: %s' % e, file=sys.stderr)
         sys.exit(1)
-    print(
-        'wrote %d train and %d validation images of %d classes to %s'
-        % (
-            summary['num_examples']['train'],
-            summary['num_examples']['validation'],
-            summary['num_classes'],
-            summary['output_dir'],
-        )
-    )
+    print(describe(summary))
     if summary['skipped']:
         print('skipped %d unreadable files (see the warnings above)' % len(summary['skipped']))
 

@@ -51,7 +51,7 @@ flags.DEFINE_integer("randaug_num_layers", 2, "RandAugment: operations per image
 flags.DEFINE_integer("randaug_magnitude", 10, "RandAugment: magnitude 0..30.")
 flags.DEFINE_float("min_crop_area", preprocess.MIN_CROP_AREA,
                    "Smallest random crop, as a fraction of the image area (official ImageNet value 0.08; "
-                   "small images such as the 32x32 demo digits train better at about 0.75).")
+                   "small images such as 32x32 digits want 0.75 or more; 1.0 always takes the centre crop).")
 flags.DEFINE_boolean("random_flip", True, "Flip training images left-right at random (off for digits, text).")
 flags.DEFINE_integer("max_steps", 0, "Total training steps; 0 = derived from --epochs and --image_num.")
 flags.DEFINE_integer("save_checkpoints_steps", 1000, "Steps between checkpoints (one is always saved at the end).")
@@ -285,6 +285,46 @@ def _summary(writer, step, values):
                        step)
 
 
+def _train_loop(sess, graph, train_op, dev, progress, writer, model_dir, num_classes):
+    """Runs train_op until global_step reaches the total, logging and saving on the way; returns the last step."""
+    total_steps = progress.total_steps
+    log_every = dev.round_to_loop(max(1, FLAGS.log_every_n_steps), "log_every_n_steps")
+    save_every = dev.round_to_loop(FLAGS.save_checkpoints_steps, "save_checkpoints_steps")
+    checkpoint_prefix = os.path.join(model_dir, "model.ckpt")
+    step = saved_step = progress.mark_step
+    if step >= total_steps:
+        logging.info("TMP_MODEL_PATH already holds step %d >= %d total steps: nothing to train", step, total_steps)
+    try:
+        while step < total_steps:
+            _, loss, accuracy, learning_rate = sess.run([train_op, graph.loss, graph.accuracy, graph.learning_rate])
+            step = sess.run(graph.global_step)
+            if not math.isfinite(loss):
+                raise TrainingError("loss is %s at step %d: lower --learning_rate (last checkpoint kept in %s)"
+                                    % (loss, step, model_dir))
+            progress.add(loss, accuracy)
+            if step % log_every == 0 or step >= total_steps:
+                logging.info(progress.line(step, learning_rate))
+                _summary(writer, step, {"loss": loss, "train_top1": progress.last_accuracy,
+                                        "learning_rate": learning_rate})
+            if dev.rank_id == 0 and (save_every > 0 and step % save_every == 0 or step >= total_steps):
+                graph.saver.save(sess, checkpoint_prefix, global_step=step)
+                saved_step = step
+    except tf.errors.DataLossError as error:
+        raise TrainingError("a training record file is truncated or corrupt (%s); re-create the records "
+                            "with make_tfrecords.py" % error.message.splitlines()[0])
+    except tf.errors.InvalidArgumentError as error:
+        if "label" in error.message.lower() or "out of range" in error.message.lower():
+            raise TrainingError("a label is outside [0, %d): check --num_classes and the dataset's label offset "
+                                "(%s)" % (num_classes, error.message.splitlines()[0]))
+        raise
+    except KeyboardInterrupt:
+        if dev.rank_id == 0 and step > saved_step:
+            graph.saver.save(sess, checkpoint_prefix, global_step=step)
+            logging.info("interrupted: saved step %d to %s", step, model_dir)
+        raise
+    return step
+
+
 def train():
     start_time = time.time()
     dev = device.resolve(training=True)
@@ -304,8 +344,6 @@ def train():
     steps_per_epoch = image_num / float(global_batch)
     total_steps = FLAGS.max_steps if FLAGS.max_steps > 0 else max(1, int(math.ceil(FLAGS.epochs * steps_per_epoch)))
     total_steps = dev.round_to_loop(total_steps, "total training steps")
-    log_every = dev.round_to_loop(max(1, FLAGS.log_every_n_steps), "log_every_n_steps")
-    save_every = dev.round_to_loop(FLAGS.save_checkpoints_steps, "save_checkpoints_steps")
     logging.info("model %s, %d classes, image size %d, batch %d x %d device(s), %d images/epoch, %d steps "
                  "(%.2f epochs)", model_name, num_classes, image_size, FLAGS.batch_size, dev.rank_size, image_num,
                  total_steps, total_steps / steps_per_epoch)
@@ -314,7 +352,6 @@ def train():
         tf.set_random_seed(FLAGS.seed)
     graph = TrainGraph(dev, model_name, num_classes, image_size, steps_per_epoch, total_steps)
     writer = tf.summary.FileWriter(FLAGS.TMP_LOG_PATH)
-    checkpoint_prefix = os.path.join(model_dir, "model.ckpt")
     with tf.Session(config=dev.session_config()) as sess:
         logging.info(_restore_or_initialize(sess, graph, model_dir, weights_prefix))
         if dev.rank_id == 0:
@@ -322,41 +359,8 @@ def train():
                              data_path=FLAGS.TMP_DATA_PATH, labels_file=info["labels_file"])
         sess.run(graph.iterator.initializer)
         train_op = dev.finalize_train_op(sess, graph.train_op)
-        step = sess.run(graph.global_step)
-        if step >= total_steps:
-            logging.info("TMP_MODEL_PATH already holds step %d >= %d total steps: nothing to train", step,
-                         total_steps)
-        progress = ProgressLog(total_steps, steps_per_epoch, global_batch, step)
-        saved_step = step
-        try:
-            while step < total_steps:
-                _, loss, accuracy, learning_rate = sess.run(
-                    [train_op, graph.loss, graph.accuracy, graph.learning_rate])
-                step = sess.run(graph.global_step)
-                if not math.isfinite(loss):
-                    raise TrainingError("loss is %s at step %d: lower --learning_rate (last checkpoint kept in %s)"
-                                        % (loss, step, model_dir))
-                progress.add(loss, accuracy)
-                if step % log_every == 0 or step >= total_steps:
-                    logging.info(progress.line(step, learning_rate))
-                    _summary(writer, step, {"loss": loss, "train_top1": progress.last_accuracy,
-                                            "learning_rate": learning_rate})
-                if dev.rank_id == 0 and (save_every > 0 and step % save_every == 0 or step >= total_steps):
-                    graph.saver.save(sess, checkpoint_prefix, global_step=step)
-                    saved_step = step
-        except tf.errors.DataLossError as error:
-            raise TrainingError("a training record file is truncated or corrupt (%s); re-create the records "
-                                "with make_tfrecords.py" % error.message.splitlines()[0])
-        except tf.errors.InvalidArgumentError as error:
-            if "label" in error.message.lower() or "out of range" in error.message.lower():
-                raise TrainingError("a label is outside [0, %d): check --num_classes and the dataset's label offset "
-                                    "(%s)" % (num_classes, error.message.splitlines()[0]))
-            raise
-        except KeyboardInterrupt:
-            if dev.rank_id == 0 and step > saved_step:
-                graph.saver.save(sess, checkpoint_prefix, global_step=step)
-                logging.info("interrupted: saved step %d to %s", step, model_dir)
-            raise
+        progress = ProgressLog(total_steps, steps_per_epoch, global_batch, sess.run(graph.global_step))
+        step = _train_loop(sess, graph, train_op, dev, progress, writer, model_dir, num_classes)
     writer.close()
     elapsed = time.time() - start_time
     throughput = progress.images_per_second()

@@ -91,15 +91,7 @@ def main(argv):
     except (ValueError, IOError) as e:
         print('error: %s' % e, file=sys.stderr)
         sys.exit(1)
-    print(
-        'demo data: %d train / %d validation images of %d classes in %s'
-        % (
-            summary['num_examples']['train'],
-            summary['num_examples']['validation'],
-            summary['num_classes'],
-            summary['output_dir'],
-        )
-    )
+    print('demo data: ' + make_tfrecords.describe(summary))
 
 
 if __name__ == '__main__':

@@ -7,7 +7,6 @@ import subprocess
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
-from PIL import Image
 
 from conftest import DEMO_DATA, REPO_ROOT, run_python
 

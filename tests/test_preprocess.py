@@ -285,3 +285,16 @@ def test_dataset_info_defaults_file_and_labels(tmp_path):
         preprocess.read_dataset_info(str(tmp_path))
     with pytest.raises(preprocess.DatasetError, match='labels file'):
         preprocess.load_labels(str(tmp_path / 'missing.txt'))
+
+
+def test_whole_image_crops_without_flips_equal_the_eval_preprocessing():
+    rng = np.random.RandomState(5)
+    for shape in ((40, 60, 3), (48, 48, 3)):
+        image_bytes = encode(rng.randint(0, 256, shape).astype(np.uint8), 'JPEG')
+        train = [preprocess.preprocess_for_train(image_bytes, 16, min_crop_area=1.0, random_flip=False)
+                 for _ in range(4)]
+        outputs = run(train + [preprocess.preprocess_for_eval(image_bytes, 16)])
+        for output in outputs[:-1]:
+            np.testing.assert_array_equal(output, outputs[-1])
+    with pytest.raises(ValueError, match='min_crop_area'):
+        preprocess.preprocess_for_train(image_bytes, 16, min_crop_area=0.0)

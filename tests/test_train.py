@@ -8,7 +8,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 import tensorflow.compat.v1 as tf
 
 from conftest import DEMO_DATA, REPO_ROOT, run_python
