@@ -26,16 +26,35 @@ class CheckpointError(ValueError):
     """A checkpoint is missing or does not fit the model being built."""
 
 
+def _holds_checkpoint(folder):
+    return bool(glob.glob(os.path.join(folder, "*.index")))
+
+
+def checkpoint_folder(folder):
+    """The folder holding the checkpoints: `folder` itself, or its one sub-folder that does (as Google's
+    archives unpack: weights/efficientnet-b0/model.ckpt.*); None when there is none."""
+    if _holds_checkpoint(folder):
+        return folder
+    nested = sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                    if os.path.isdir(os.path.join(folder, name)) and _holds_checkpoint(os.path.join(folder, name)))
+    if len(nested) > 1:
+        raise CheckpointError("folder %s holds several checkpoint folders (%s): pass one of them"
+                              % (folder, ", ".join(nested)))
+    return nested[0] if nested else None
+
+
 def resolve_checkpoint(path):
     """Returns the checkpoint prefix for a folder (its newest checkpoint) or a prefix.
 
     A folder uses its `checkpoint` index file, or, when that is missing or stale (the folder was
-    copied from another machine), the `*.index` file with the highest step.
+    copied from another machine), the `*.index` file with the highest step. A folder with no
+    checkpoint of its own may hold one sub-folder that has them.
     """
     if not path:
         raise CheckpointError("no checkpoint given: pass --checkpoint=<folder or checkpoint prefix>")
     path = os.path.expanduser(path)
     if os.path.isdir(path):
+        path = checkpoint_folder(path) or path
         prefix = tf.train.latest_checkpoint(path)
         if prefix and os.path.exists(prefix + ".index"):
             return prefix

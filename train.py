@@ -77,26 +77,13 @@ def _checked_model_dir(path):
     return path
 
 
-def _holds_checkpoint(folder):
-    return any(name.endswith(".index") for name in os.listdir(folder))
-
-
 def _pretrained_prefix(path):
-    """The checkpoint prefix to start from, or None for training from scratch.
-
-    A folder may hold the checkpoint itself or, as Google's archives unpack, one sub-folder holding it.
-    """
+    """The checkpoint prefix to start from, or None for training from scratch (no path, or a folder
+    without checkpoints)."""
     if not path:
         return None
     if os.path.isdir(path):
-        if _holds_checkpoint(path):
-            return checkpoint_utils.resolve_checkpoint(path)
-        nested = sorted(os.path.join(path, name) for name in os.listdir(path)
-                        if os.path.isdir(os.path.join(path, name)) and _holds_checkpoint(os.path.join(path, name)))
-        if len(nested) > 1:
-            raise TrainingError("TMP_WEIGHTS_PATH %s holds several checkpoint folders (%s): pass one of them"
-                                % (path, ", ".join(nested)))
-        return checkpoint_utils.resolve_checkpoint(nested[0]) if nested else None
+        return checkpoint_utils.resolve_checkpoint(path) if checkpoint_utils.checkpoint_folder(path) else None
     if not os.path.exists(path + ".index") and not os.path.exists(path):
         raise TrainingError("TMP_WEIGHTS_PATH %s does not exist: pass a checkpoint prefix or folder, or '' to "
                             "train from scratch" % path)

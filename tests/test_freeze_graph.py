@@ -82,6 +82,18 @@ def test_resolve_checkpoint_without_index_file_takes_highest_step(tmp_path):
     assert checkpoint_utils.resolve_checkpoint(str(tmp_path)).endswith("model.ckpt-100")
 
 
+def test_resolve_checkpoint_in_the_one_sub_folder_of_an_unpacked_archive(tmp_path):
+    for name in ("efficientnet-b0", "efficientnet-b1", "notes"):
+        (tmp_path / name).mkdir()
+    prefix = save_fake_checkpoint(tmp_path / "efficientnet-b0", [("a", [1])], step=7)
+    assert checkpoint_utils.checkpoint_folder(str(tmp_path)) == str(tmp_path / "efficientnet-b0")
+    assert checkpoint_utils.resolve_checkpoint(str(tmp_path)) == prefix
+    save_fake_checkpoint(tmp_path / "efficientnet-b1", [("a", [1])], step=7)
+    with pytest.raises(CheckpointError, match="several checkpoint folders"):
+        checkpoint_utils.resolve_checkpoint(str(tmp_path))
+    assert checkpoint_utils.checkpoint_folder(str(tmp_path / "notes")) is None
+
+
 def test_resolve_checkpoint_errors_name_the_path(tmp_path):
     missing = os.path.join(str(tmp_path), "nowhere", "model.ckpt-5")
     with pytest.raises(CheckpointError, match="checkpoint not found: .*nowhere.*model.ckpt-5.index"):

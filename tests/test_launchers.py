@@ -8,9 +8,8 @@ import subprocess
 
 import pytest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO_DATA = os.path.join(REPO_ROOT, "data", "demo")
-NPU_DOUBLE_DIR = os.path.join(REPO_ROOT, "tests", "npu_double")
+from conftest import DEMO_DATA, NPU_DOUBLE_DIR, REPO_ROOT
+
 NETWORK = "EfficientNet_for_TensorFlow"
 TINY_TRAIN = ["--max_steps=4", "--log_every_n_steps=2", "--save_checkpoints_steps=2", "--batch_size=8"]
 COMPILED_LINE = "The model has been compiled on the Ascend AI processor"

@@ -14,9 +14,8 @@ import pytest
 import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NPU_DOUBLE_DIR = os.path.join(REPO_ROOT, "tests", "npu_double")
-DEMO_DATA = os.path.join(REPO_ROOT, "data", "demo")
+from conftest import DEMO_DATA, NPU_DOUBLE_DIR, REPO_ROOT
+
 SMALL_RUN = ["--TMP_DATA_PATH=%s" % DEMO_DATA, "--TMP_WEIGHTS_PATH=", "--image_size=32", "--batch_size=8"]
 
 # Runs argv[2:] as __main__ with the double imported; at exit writes the recorded calls to argv[1]:
