@@ -14,6 +14,8 @@ from absl import logging
 import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
 
+import efficientnet_model
+
 DEVICES = ("auto", "npu", "gpu", "cpu")
 # CANN precision modes (tf_adapter npu_attrs.cc kPrecisionModeList); the last four need a recent CANN.
 PRECISION_MODES = ("allow_mix_precision", "allow_fp32_to_fp16", "force_fp16", "must_keep_origin_dtype",
@@ -277,15 +279,17 @@ class Device(object):
             options["profiling_options"].s = tf.compat.as_bytes(json.dumps(profiling_options))
 
     def dropout_fn(self):
-        """callable(x, rate, training) for the model head; training is a Python bool (identity when False)."""
-        if self.name == "npu":
-            from npu_bridge.estimator import npu_ops  # pylint: disable=import-outside-toplevel
-            drop = lambda x, rate: npu_ops.dropout(x, keep_prob=1.0 - rate)
-        else:
-            drop = lambda x, rate: tf.nn.dropout(x, rate=rate)
+        """callable(x, rate, training) for the model head; training is a Python bool (identity when False).
+
+        Off the NPU this is the model's own dropout; on it, npu_ops.dropout, which takes keep_prob and
+        has no training switch, so it is gated here.
+        """
+        if self.name != "npu":
+            return efficientnet_model.default_dropout
+        from npu_bridge.estimator import npu_ops  # pylint: disable=import-outside-toplevel
 
         def dropout(x, rate, training):
-            return drop(x, rate) if training and rate > 0 else x
+            return npu_ops.dropout(x, keep_prob=1.0 - rate) if training and rate > 0 else x
 
         return dropout
 
