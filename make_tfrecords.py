@@ -24,11 +24,11 @@ import numpy as np
 from PIL import Image
 import tensorflow.compat.v1 as tf
 
+import preprocess
+
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm')
 LABEL_OFFSET = 0
 JPEG_QUALITY = 95
-LABELS_FILE = 'labels.txt'
-INFO_FILE = 'dataset_info.json'
 RECORD_NAME = re.compile(r'^(train|validation)-\d{5}-of-\d{5}$')
 READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
@@ -213,17 +213,17 @@ def convert(
     for (path, _), (written, bad) in zip(jobs, results):
         counts[os.path.basename(path).split('-')[0]] += written
         skipped.extend(bad)
-    with open(os.path.join(output_dir, LABELS_FILE), 'w') as f:
+    with open(os.path.join(output_dir, preprocess.LABELS_FILE), 'w') as f:
         f.writelines(name + '\n' for name, _ in classes)
     info = {
         'num_classes': len(classes),
         'label_offset': LABEL_OFFSET,
         'num_examples': counts,
-        'labels_file': LABELS_FILE,
+        'labels_file': preprocess.LABELS_FILE,
         'source': source or os.path.abspath(input_dir),
         'created_by': 'make_tfrecords.py',
     }
-    with open(os.path.join(output_dir, INFO_FILE), 'w') as f:
+    with open(os.path.join(output_dir, preprocess.DATASET_INFO_FILE), 'w') as f:
         json.dump(info, f, indent=2, sort_keys=True)
         f.write('\n')
     return dict(info, output_dir=output_dir, skipped=sorted(skipped), files=[path for path, _ in jobs])

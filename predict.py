@@ -28,7 +28,6 @@ import run_config
 
 FLAGS = flags.FLAGS
 IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.txt")
-LABELS_FILE = "labels.txt"
 
 
 class PredictError(ValueError):
@@ -70,9 +69,11 @@ def class_names(num_classes, labels=None, data_path=None):
     """Names for the model's classes (see the module doc for the order of sources)."""
     path = labels
     if not path and data_path:
-        path = preprocess.read_dataset_info(data_path)["labels_file"] or os.path.join(data_path, LABELS_FILE)
+        path = (preprocess.read_dataset_info(data_path)["labels_file"]
+                or os.path.join(data_path, preprocess.LABELS_FILE))
         if not os.path.isfile(path):
-            print("warning: no %s in %s; naming classes by index" % (LABELS_FILE, data_path), file=sys.stderr)
+            print("warning: no %s in %s; naming classes by index" % (preprocess.LABELS_FILE, data_path),
+                  file=sys.stderr)
             path = None
     if not path and num_classes == 1000:
         path = IMAGENET_CLASSES

@@ -15,6 +15,7 @@ import autoaugment
 
 CENTER_CROP_FRACTION = 0.875
 DATASET_INFO_FILE = 'dataset_info.json'
+LABELS_FILE = 'labels.txt'
 IMAGENET_NUM_CLASSES = 1000
 IMAGENET_LABEL_OFFSET = 1
 SPLITS = ('train', 'validation')
