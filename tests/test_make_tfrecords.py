@@ -118,7 +118,10 @@ def test_convert_mixed_formats_round_trip(image_tree, tmp_path):
         validation = [e['image/class/label'] for e in read_examples(summary['files'][-1:])]
         assert list(labels[labels >= 0]) == validation
         train = preprocess.build_dataset(output_dir, True, 16, 8, seed=0)
-        images, labels = tf.Session().run(tf.data.make_one_shot_iterator(train).get_next())
+        # Closed inside the graph's scope: a Session left to the garbage collector can crash TF 1.15
+        # (seen: a segfault in Session.__del__ while its prefetching iterator was still running).
+        with tf.Session() as sess:
+            images, labels = sess.run(tf.data.make_one_shot_iterator(train).get_next())
     assert images.shape == (8, 16, 16, 3) and set(labels) <= {0, 1, 2}
 
 
