@@ -360,7 +360,7 @@ def write_checkpoint(variables, output):
             feeds[initial] = value
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer(), feeds)
-            tf.train.Saver(var_list=saved).save(sess, output, write_meta_graph=False)
+            tf.train.Saver(var_list=saved, save_relative_paths=True).save(sess, output, write_meta_graph=False)
 
 
 def _check_output(output, overwrite):
