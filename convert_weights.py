@@ -131,7 +131,8 @@ def _parse_timm(tensors):
     for stage, index in positions:
         p = "blocks.%d.%d." % (stage, index)
         if tensors.has(p + "conv_pwl.weight"):  # inverted residual: expand, depthwise, project
-            expand_conv, expand_bn = _hwio_from_torch(tensors.take(p + "conv_pw.weight")), _torch_bn(tensors, p + "bn1.")
+            expand_conv = _hwio_from_torch(tensors.take(p + "conv_pw.weight"))
+            expand_bn = _torch_bn(tensors, p + "bn1.")
             depthwise_bn, project, project_bn = _torch_bn(tensors, p + "bn2."), "conv_pwl.weight", "bn3."
         else:  # depthwise separable: depthwise, project
             expand_conv = expand_bn = None
@@ -276,7 +277,8 @@ def detect_model_name(network, model_name=None):
             return model_name
         raise ConversionError("the weights (%s) are not %s (%s): %s" % (
             _describe(held), model_name, _describe(_model_signature(model_name)),
-            "pass --model_name=%s or leave it out" % matches[0] if matches else "pass the weights of a supported model"))
+            "pass --model_name=%s or leave it out" % matches[0] if matches
+            else "pass the weights of a supported model"))
     if not matches:
         raise ConversionError("the weights (%s) fit none of %s: pass the weights of one of those models"
                               % (_describe(held), ", ".join(efficientnet_builder.MODEL_NAMES)))

@@ -48,12 +48,19 @@ class _Storage(object):
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
-    """Replaces torch._utils._rebuild_tensor(_v2): a strided view of the storage, copied."""
+    """Replaces torch._utils._rebuild_tensor(_v2): a strided view of the storage, copied, after checking
+    that it stays inside the storage (a crafted file must not make it read other memory)."""
     values = storage.values
-    if not size:
-        return np.array(values[storage_offset])
-    view = np.lib.stride_tricks.as_strided(values[storage_offset:], shape=tuple(size),
-                                           strides=tuple(s * values.itemsize for s in stride))
+    offset, size, stride = int(storage_offset), tuple(int(n) for n in size), tuple(int(n) for n in stride)
+    if len(size) != len(stride) or min(size + stride + (offset,)) < 0:
+        raise ValueError("a tensor has a negative or inconsistent size %s / stride %s" % (size, stride))
+    end = offset + sum((n - 1) * step for n, step in zip(size, stride)) + 1 if all(size) else 0
+    if end > values.size:
+        raise ValueError("a tensor of size %s reaches past its storage of %d elements" % (size, values.size))
+    if not all(size):
+        return np.zeros(size, values.dtype)
+    view = np.lib.stride_tricks.as_strided(values[offset:], shape=size,
+                                           strides=tuple(step * values.itemsize for step in stride))
     return np.array(view)
 
 
@@ -163,7 +170,7 @@ class _LegacyLoader(object):
 
             def load_storage(pid):
                 key = str(pid[2])
-                storages.setdefault(key, (pid[1], []))
+                storages.setdefault(key, pid[1])
                 placeholder = _PendingStorage(key, pid[5] if len(pid) > 5 else None)
                 pending.append(placeholder)
                 return placeholder
@@ -174,13 +181,16 @@ class _LegacyLoader(object):
             deferred[("torch._utils", "_rebuild_tensor_v2")] = _DeferredTensor
             state = _unpickle_with(handle, self.path, load_storage, deferred)
             keys = _unpickle(handle, self.path, self._refuse_storage)
+            if not isinstance(keys, list):
+                raise WeightsFileError("%s has no storage list after its state dict: pass a file written by "
+                                       "torch.save" % self.path)
             data = {}
             for key in keys:
                 key = str(key)
                 if key not in storages:
                     raise WeightsFileError("%s lists storage %s that no tensor uses: the file is damaged"
                                            % (self.path, key))
-                dtype = storages[key][0].dtype
+                dtype = storages[key].dtype
                 numpy_dtype = _to_numpy_dtype(dtype)
                 header = handle.read(8)
                 count = struct.unpack("<q", header)[0] if len(header) == 8 else -1
@@ -198,7 +208,11 @@ class _LegacyLoader(object):
                 offset, size = int(placeholder.view[1]), int(placeholder.view[2])
                 values = values[offset:offset + size]
             placeholder.values = values
-        return _materialize(state)
+        try:
+            return _materialize(state)
+        except (TypeError, ValueError) as err:
+            raise WeightsFileError("cannot read %s as a PyTorch state dict (%s): the file is damaged"
+                                   % (self.path, err))
 
 
 class _PendingStorage(_Storage):
@@ -237,7 +251,7 @@ def _unpickle_with(handle, path, load_storage, allowed):
     except WeightsFileError:
         raise
     except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError,
-            struct.error) as err:
+            RecursionError, struct.error) as err:
         raise WeightsFileError("cannot read %s as a PyTorch state dict (%s): pass a file written by torch.save"
                                % (path, str(err).splitlines()[0] if str(err) else type(err).__name__))
 
@@ -292,8 +306,7 @@ def read_safetensors(path):
             raise WeightsFileError("%s is not a .safetensors file (its header is not JSON): download it again" % path)
         data = handle.read()
     tensors = collections.OrderedDict()
-    for name, entry in sorted(header.items(), key=lambda item: str(item[1].get("data_offsets"))
-                              if isinstance(item[1], dict) else ""):
+    for name, entry in header.items():
         if name == "__metadata__":
             continue
         try:
@@ -302,12 +315,11 @@ def read_safetensors(path):
             shape = tuple(int(x) for x in entry["shape"])
         except (KeyError, TypeError, ValueError):
             raise WeightsFileError("%s: tensor %s has an unsupported or broken header entry %r" % (path, name, entry))
+        itemsize = _to_numpy_dtype(dtype).itemsize
+        if not 0 <= begin <= end <= len(data) or end - begin != itemsize * int(np.prod(shape)):
+            raise WeightsFileError("%s is truncated or damaged (tensor %s): download it again" % (path, name))
         values = np.frombuffer(data[begin:end], dtype=_to_numpy_dtype(dtype))
-        if dtype == "bfloat16":
-            values = _from_bfloat16(values)
-        if end > len(data) or values.size != int(np.prod(shape)):
-            raise WeightsFileError("%s is truncated (tensor %s): download it again" % (path, name))
-        tensors[name] = values.reshape(shape)
+        tensors[name] = (_from_bfloat16(values) if dtype == "bfloat16" else values).reshape(shape)
     return tensors
 
 
@@ -322,9 +334,14 @@ def read_h5(path):
         root = handle["model_weights"] if "model_weights" in handle else handle
 
         def collect(name, item):
+            # <layer>/<layer>/<weight>:0, or <model>/<layer>/<weight>:0 for a model nested in another one.
             if isinstance(item, h5py.Dataset):
-                layer, weight = name.split("/", 1)[0], name.rsplit("/", 1)[-1].split(":")[0]
-                tensors["%s/%s" % (layer, weight)] = np.array(item)
+                parts = name.split("/")
+                key = "%s/%s" % (parts[-2] if len(parts) > 1 else "", parts[-1].split(":")[0])
+                if key in tensors:
+                    raise WeightsFileError("%s holds two weights named %s (layers of nested models?): save the "
+                                           "EfficientNet model alone" % (path, key))
+                tensors[key] = np.array(item)
 
         root.visititems(collect)
     if not tensors:

@@ -218,6 +218,30 @@ def test_malicious_pickles_run_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def _unicode(text):
+    return b"X" + struct.pack("<I", len(text)) + text.encode("ascii")
+
+
+def test_tensor_reaching_past_its_storage_is_refused(tmp_path):
+    """A hand-made torch.save archive whose tensor claims 100 elements of a 4-element storage: reading it as
+    a strided view would read foreign memory."""
+    data_pkl = b"".join([
+        b"\x80\x02ccollections\nOrderedDict\n)R(", _unicode("_conv_stem.weight"),
+        b"ctorch._utils\n_rebuild_tensor_v2\n((", _unicode("storage"), b"ctorch\nFloatStorage\n",
+        _unicode("0"), _unicode("cpu"), b"K\x04tQK\x00Kd\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtRu."])
+    archive = tmp_path / "crafted.pth"
+    with zipfile.ZipFile(str(archive), "w") as handle:
+        handle.writestr("crafted/data.pkl", data_pkl)
+        handle.writestr("crafted/data/0", np.arange(4, dtype="<f4").tobytes())
+    with pytest.raises(weight_readers.WeightsFileError, match="reaches past its storage"):
+        weight_readers.read_weights(str(archive))
+    # The same archive with a fitting size reads back.
+    with zipfile.ZipFile(str(archive), "w") as handle:
+        handle.writestr("crafted/data.pkl", data_pkl.replace(b"Kd\x85", b"K\x04\x85"))
+        handle.writestr("crafted/data/0", np.arange(4, dtype="<f4").tobytes())
+    np.testing.assert_array_equal(weight_readers.read_weights(str(archive))["_conv_stem.weight"], np.arange(4))
+
+
 def _top1(predict_output):
     """{photo file name: top-1 class name} from predict.py's output."""
     found, photo = {}, None
