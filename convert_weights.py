@@ -67,11 +67,16 @@ class _Tensors(object):
     def has(self, name):
         return name in self.tensors
 
-    def take(self, name):
+    def take(self, name, ndim=1):
+        """The tensor as float32; an error when it is missing or has another number of dimensions."""
         if name not in self.tensors:
             raise ConversionError("%s lacks tensor %s: pass the complete weights file of the model" % (self.path, name))
+        value = np.asarray(self.tensors[name], dtype=np.float32)
+        if value.ndim != ndim:
+            raise ConversionError("%s: tensor %s has shape %s where an EfficientNet has a %d-D tensor: pass the "
+                                  "weights of an unmodified EfficientNet" % (self.path, name, list(value.shape), ndim))
         self.taken.add(name)
-        return np.asarray(self.tensors[name], dtype=np.float32)
+        return value
 
     def ignore(self, names):
         self.taken.update(n for n in names if n in self.tensors)
@@ -99,7 +104,7 @@ def _torch_bn(tensors, prefix):
 def _torch_se(tensors, prefix):
     if not tensors.has(prefix + ".weight"):
         return None
-    return _hwio_from_torch(tensors.take(prefix + ".weight")), tensors.take(prefix + ".bias")
+    return _hwio_from_torch(tensors.take(prefix + ".weight", 4)), tensors.take(prefix + ".bias")
 
 
 def _parse_efficientnet_pytorch(tensors):
@@ -109,14 +114,14 @@ def _parse_efficientnet_pytorch(tensors):
         p = "_blocks.%d." % index
         expand = tensors.has(p + "_expand_conv.weight")
         blocks.append(Block(
-            _hwio_from_torch(tensors.take(p + "_expand_conv.weight")) if expand else None,
+            _hwio_from_torch(tensors.take(p + "_expand_conv.weight", 4)) if expand else None,
             _torch_bn(tensors, p + "_bn0.") if expand else None,
-            _depthwise_from_torch(tensors.take(p + "_depthwise_conv.weight")), _torch_bn(tensors, p + "_bn1."),
+            _depthwise_from_torch(tensors.take(p + "_depthwise_conv.weight", 4)), _torch_bn(tensors, p + "_bn1."),
             _torch_se(tensors, p + "_se_reduce"), _torch_se(tensors, p + "_se_expand"),
-            _hwio_from_torch(tensors.take(p + "_project_conv.weight")), _torch_bn(tensors, p + "_bn2.")))
-    stem = Stem(_hwio_from_torch(tensors.take("_conv_stem.weight")), _torch_bn(tensors, "_bn0."))
-    head = Head(_hwio_from_torch(tensors.take("_conv_head.weight")), _torch_bn(tensors, "_bn1."),
-                tensors.take("_fc.weight").T, tensors.take("_fc.bias"))
+            _hwio_from_torch(tensors.take(p + "_project_conv.weight", 4)), _torch_bn(tensors, p + "_bn2.")))
+    stem = Stem(_hwio_from_torch(tensors.take("_conv_stem.weight", 4)), _torch_bn(tensors, "_bn0."))
+    head = Head(_hwio_from_torch(tensors.take("_conv_head.weight", 4)), _torch_bn(tensors, "_bn1."),
+                tensors.take("_fc.weight", 2).T, tensors.take("_fc.bias"))
     tensors.ignore([n for n in tensors.tensors if n.endswith("num_batches_tracked")])
     return Network("efficientnet_pytorch", stem, blocks, head)
 
@@ -131,19 +136,19 @@ def _parse_timm(tensors):
     for stage, index in positions:
         p = "blocks.%d.%d." % (stage, index)
         if tensors.has(p + "conv_pwl.weight"):  # inverted residual: expand, depthwise, project
-            expand_conv = _hwio_from_torch(tensors.take(p + "conv_pw.weight"))
+            expand_conv = _hwio_from_torch(tensors.take(p + "conv_pw.weight", 4))
             expand_bn = _torch_bn(tensors, p + "bn1.")
             depthwise_bn, project, project_bn = _torch_bn(tensors, p + "bn2."), "conv_pwl.weight", "bn3."
         else:  # depthwise separable: depthwise, project
             expand_conv = expand_bn = None
             depthwise_bn, project, project_bn = _torch_bn(tensors, p + "bn1."), "conv_pw.weight", "bn2."
         blocks.append(Block(
-            expand_conv, expand_bn, _depthwise_from_torch(tensors.take(p + "conv_dw.weight")), depthwise_bn,
+            expand_conv, expand_bn, _depthwise_from_torch(tensors.take(p + "conv_dw.weight", 4)), depthwise_bn,
             _torch_se(tensors, p + "se.conv_reduce"), _torch_se(tensors, p + "se.conv_expand"),
-            _hwio_from_torch(tensors.take(p + project)), _torch_bn(tensors, p + project_bn)))
-    stem = Stem(_hwio_from_torch(tensors.take("conv_stem.weight")), _torch_bn(tensors, "bn1."))
-    head = Head(_hwio_from_torch(tensors.take("conv_head.weight")), _torch_bn(tensors, "bn2."),
-                tensors.take("classifier.weight").T, tensors.take("classifier.bias"))
+            _hwio_from_torch(tensors.take(p + project, 4)), _torch_bn(tensors, p + project_bn)))
+    stem = Stem(_hwio_from_torch(tensors.take("conv_stem.weight", 4)), _torch_bn(tensors, "bn1."))
+    head = Head(_hwio_from_torch(tensors.take("conv_head.weight", 4)), _torch_bn(tensors, "bn2."),
+                tensors.take("classifier.weight", 2).T, tensors.take("classifier.bias"))
     tensors.ignore([n for n in tensors.tensors if n.endswith("num_batches_tracked")])
     return Network("timm", stem, blocks, head)
 
@@ -185,7 +190,7 @@ def _keras_bn(tensors, layer):
 
 
 def _keras_conv(tensors, layer, bias=False):
-    kernel = tensors.take(layer + "/kernel")
+    kernel = tensors.take(layer + "/kernel", 4)
     return (kernel, tensors.take(layer + "/bias")) if bias else kernel
 
 
@@ -200,7 +205,7 @@ def _parse_keras(tensors):
         blocks.append(Block(
             _keras_conv(tensors, p + "expand_conv") if expand else None,
             _keras_bn(tensors, p + "expand_bn") if expand else None,
-            tensors.take(p + "dwconv/depthwise_kernel"), _keras_bn(tensors, p + "bn"),
+            tensors.take(p + "dwconv/depthwise_kernel", 4), _keras_bn(tensors, p + "bn"),
             _keras_conv(tensors, p + "se_reduce", bias=True) if se else None,
             _keras_conv(tensors, p + "se_expand", bias=True) if se else None,
             _keras_conv(tensors, p + "project_conv"), _keras_bn(tensors, p + "project_bn")))
@@ -210,7 +215,7 @@ def _parse_keras(tensors):
                               "layer (not a '_notop' file)" % tensors.path)
     stem = Stem(_keras_conv(tensors, "stem_conv"), _keras_bn(tensors, "stem_bn"))
     head = Head(_keras_conv(tensors, "top_conv"), _keras_bn(tensors, "top_bn"),
-                tensors.take(dense + "/kernel"), tensors.take(dense + "/bias"))
+                tensors.take(dense + "/kernel", 2), tensors.take(dense + "/bias"))
     # The input normalization layer of Keras applications holds the ImageNet mean/std that this package
     # applies in its own graph.
     tensors.ignore([n for n in tensors.tensors if n.split("/")[0].startswith("normalization")])

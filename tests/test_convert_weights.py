@@ -169,6 +169,9 @@ def test_bad_weights_are_one_line_errors_naming_the_tensor(pytorch_b0, tmp_path)
     unknown = _edited(pytorch_b0, tmp_path, lambda t: t.update({"_extra.weight": np.zeros(3, np.float32)}))
     assert "_extra.weight" in _conversion_error(unknown, tmp_path)
 
+    reshaped = _edited(pytorch_b0, tmp_path, lambda t: t.update({"_bn0.weight": t["_bn0.weight"][None]}))
+    assert "_bn0.weight has shape [1, 32]" in _conversion_error(reshaped, tmp_path)
+
     def shrink_kernel(tensors):
         tensors["_blocks.3._depthwise_conv.weight"] = tensors["_blocks.3._depthwise_conv.weight"][:, :, 1:4, 1:4]
     message = _conversion_error(_edited(pytorch_b0, tmp_path, shrink_kernel), tmp_path)
