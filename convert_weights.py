@@ -296,8 +296,9 @@ def _bn_variables(scope, bn):
 
 
 def official_variables(network, model_name):
-    """[(official variable name, array)] in the official creation order (names per call order, see
-    efficientnet.md: a block's convs and batch norms are numbered in the order they are called)."""
+    """[(official variable name, array)] in the official creation order. A block's convs and batch norms are
+    numbered in the order they are called: conv2d is the expand conv when there is one, else the project
+    conv; tpu_batch_normalization(_1, _2) follow expand, depthwise, project."""
     out = [(model_name + "/stem/conv2d/kernel", network.stem.conv)]
     out += _bn_variables(model_name + "/stem/tpu_batch_normalization", network.stem.bn)
     for index, block in enumerate(network.blocks):
