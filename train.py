@@ -319,13 +319,13 @@ def _summary(writer, step, values):
                        step)
 
 
-def _train_loop(sess, graph, train_op, dev, progress, writer, model_dir, stop):
-    """Runs train_op until global_step reaches the total, logging and saving on the way; returns the last step.
+def _train_loop(sess, graph, train_op, is_chief, progress, writer, model_dir, stop, log_every, save_every):
+    """Runs train_op until global_step reaches the total, logging every log_every steps and saving (on the
+    chief) every save_every steps and at the end; returns the last step.
 
-    A SIGTERM/SIGINT recorded by `stop` ends the loop after the running step, with a checkpoint."""
+    A SIGTERM/SIGINT recorded by `stop` (its `signum`) ends the loop after the running step, with a
+    checkpoint, as checkpointing.Interrupted."""
     total_steps = progress.total_steps
-    log_every = dev.round_to_loop(max(1, FLAGS.log_every_n_steps), "log_every_n_steps")
-    save_every = dev.round_to_loop(FLAGS.save_checkpoints_steps, "save_checkpoints_steps")
     step = saved_step = progress.mark_step
     if step >= total_steps:
         logging.info("TMP_MODEL_PATH already holds step %d >= %d total steps: nothing to train", step, total_steps)
@@ -340,20 +340,23 @@ def _train_loop(sess, graph, train_op, dev, progress, writer, model_dir, stop):
             logging.info(progress.line(step, learning_rate))
             _summary(writer, step, {"loss": loss, "train_top1": progress.last_accuracy,
                                     "learning_rate": learning_rate})
-        if dev.rank_id == 0 and (save_every > 0 and step % save_every == 0 or step >= total_steps):
+        if is_chief and (save_every > 0 and step % save_every == 0 or step >= total_steps):
             graph.saver.save(sess)
             saved_step = step
     if stop.signum is not None:
-        prefix = graph.saver.save(sess) if dev.rank_id == 0 and step > saved_step else None
+        prefix = graph.saver.save(sess) if is_chief and step > saved_step else None
         raise checkpointing.Interrupted(stop.signum, step, prefix)
     return step
 
 
 def _run_training(sess, graph, train_op, dev, progress, writer, model_dir, data_path, label_offset, num_classes):
     """The loop, with input-pipeline failures explained as one DatasetError."""
+    log_every = dev.round_to_loop(FLAGS.log_every_n_steps, "log_every_n_steps")
+    save_every = dev.round_to_loop(FLAGS.save_checkpoints_steps, "save_checkpoints_steps")
     with checkpointing.StopSignals() as stop:
         try:
-            return _train_loop(sess, graph, train_op, dev, progress, writer, model_dir, stop)
+            return _train_loop(sess, graph, train_op, dev.rank_id == 0, progress, writer, model_dir, stop, log_every,
+                               save_every)
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
             explained = preprocess.explain_pipeline_error(error, data_path, "train", label_offset, num_classes)
             if explained is None:

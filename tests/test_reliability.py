@@ -29,6 +29,7 @@ import freeze_graph
 import make_tfrecords
 import preprocess
 import run_config
+import train
 
 
 class TinyModel(object):
@@ -166,6 +167,52 @@ def test_saver_turns_a_failed_write_into_one_error(tmp_path):
         signal.signal(signal.SIGXFSZ, previous)
     assert sorted(os.listdir(str(tmp_path / "model"))) == [
         "checkpoint", "model.ckpt-1.data-00000-of-00001", "model.ckpt-1.index"], "no partial files left"
+
+
+# Defects 4, 9: the training loop saves on a stop request under the step it holds, and names the last
+# good checkpoint when the loss turns non-finite.
+class _StopAtStep(object):
+    """A stop request (as StopSignals records one) that arrives once the global step reaches `step`."""
+
+    def __init__(self, model, step):
+        self.model, self.step = model, step
+
+    @property
+    def signum(self):
+        return signal.SIGTERM if self.model.sess.run(self.model.global_step) >= self.step else None
+
+
+def _loop(model, tmp_path, stop_at=None, nan_from=None, total=10):
+    with model.graph.as_default():
+        train_op = tf.assign_add(model.global_step, 1)
+        with tf.control_dependencies([train_op]):
+            step = model.global_step.read_value()
+            loss = tf.where(step >= (nan_from or total + 1), np.nan, 1.0)
+        graph = types.SimpleNamespace(loss=loss, accuracy=tf.constant(0.5), learning_rate=tf.constant(0.1),
+                                      global_step=model.global_step, saver=model.saver)
+    progress = train.ProgressLog(total, 10.0, 8, 0)
+    writer = types.SimpleNamespace(add_summary=lambda *args: None)
+    stop = _StopAtStep(model, stop_at or total + 1)
+    return train._train_loop(model.sess, graph, train_op, True, progress, writer, str(tmp_path / "model"), stop,
+                             log_every=1, save_every=2)
+
+
+def test_loop_saves_on_a_stop_request_under_the_step_it_holds(tmp_path):
+    model = TinyModel(tmp_path / "model")
+    with pytest.raises(checkpointing.Interrupted) as stopped:
+        _loop(model, tmp_path, stop_at=3)
+    assert (stopped.value.signum, stopped.value.step) == (signal.SIGTERM, 3)
+    assert stopped.value.prefix == str(tmp_path / "model" / "model.ckpt-3")
+    assert tf.train.NewCheckpointReader(stopped.value.prefix).get_tensor("global_step") == 3
+    assert _saved_steps(tmp_path / "model") == [2, 3]
+
+
+def test_loop_names_the_last_good_checkpoint_on_a_non_finite_loss(tmp_path):
+    model = TinyModel(tmp_path / "model")
+    with pytest.raises(train.TrainingError, match=r"loss is nan at step 5: lower --learning_rate; the last good "
+                                                  r"checkpoint is .*model.ckpt-4 \(resuming starts there\)"):
+        _loop(model, tmp_path, nan_from=5)
+    assert _saved_steps(tmp_path / "model") == [2, 4]
 
 
 # Defect 10: the lock.
