@@ -300,8 +300,9 @@ def restore_or_explain(saver, sess, prefix):
     try:
         saver.restore(sess, prefix)
     except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as err:
-        intact, _ = newest_intact_checkpoint(os.path.dirname(prefix) or ".")
+        others = [p for p in checkpoint_prefixes(os.path.dirname(prefix) or ".")
+                  if p != prefix and checkpoint_problem(p) is None]
         raise CheckpointError("checkpoint %s is damaged (%s); %s" % (
             prefix, err.message.splitlines()[0],
-            "the newest intact checkpoint beside it is %s" % intact if intact and intact != prefix
+            "move it away to use the newest other intact checkpoint, %s" % others[0] if others
             else "restore it from a copy"))

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from conftest import DEMO_DATA, REPO_ROOT, run_python
+from conftest import DEMO_DATA, run_python
 
 import checkpoint_utils
 import checkpointing
@@ -116,6 +116,17 @@ def test_folder_with_only_damaged_checkpoints_names_them(two_checkpoints):
     with pytest.raises(checkpoint_utils.CheckpointError,
                        match=r"no intact checkpoint.*model.ckpt-20 \(model.ckpt-20.index is missing\)"):
         checkpoint_utils.resolve_checkpoint(str(two_checkpoints))
+
+
+def test_checksum_damage_found_at_restore_is_one_error(two_checkpoints):
+    data = str(two_checkpoints / "model.ckpt-20.data-00000-of-00001")
+    content = bytearray(open(data, "rb").read())
+    content[100:110] = b"xxxxxxxxxx"  # same size, so only the checksums can tell
+    open(data, "wb").write(bytes(content))
+    model = TinyModel(two_checkpoints)
+    with pytest.raises(checkpoint_utils.CheckpointError,
+                       match=r"model.ckpt-20 is damaged \(Checksum does not match.*\); move it away .*model.ckpt-10"):
+        model.saver.restore(model.sess, str(two_checkpoints / "model.ckpt-20"))
 
 
 def test_official_checkpoint_counts_as_intact(fixture_dir):
@@ -381,8 +392,17 @@ def test_atc_command_quotes_paths_with_spaces():
 def test_bad_flags_and_folders_are_one_line_each(tmp_path):
     log_file = tmp_path / "log_file"
     log_file.write_text("not a folder")
-    common = ["train.py", "--TMP_DATA_PATH=%s" % DEMO_DATA, "--TMP_WEIGHTS_PATH="]
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "model.ckpt-20.data-00000-of-00001").write_bytes(b"weights whose index was lost")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / checkpointing.LOCK_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    common = ["train.py", "--TMP_DATA_PATH=%s" % DEMO_DATA, "--TMP_WEIGHTS_PATH=",
+              "--TMP_LOG_PATH=%s" % (tmp_path / "log")]
     cases = [
+        (["--TMP_MODEL_PATH=%s" % damaged], ["holds checkpoint files but no intact checkpoint"]),
+        (["--TMP_MODEL_PATH=%s" % locked], ["in use by another training run (pid %d" % os.getpid()]),
         (["--image_size=-5", "--min_crop_area=0", "--epochs=0", "--TMP_MODEL_PATH=%s" % (tmp_path / "a")],
          ["--image_size=-5", "--min_crop_area=0", "--epochs=0"]),
         (["--TMP_MODEL_PATH=%s" % (tmp_path / "b"), "--TMP_LOG_PATH=%s" % log_file], ["TMP_LOG_PATH", "is a file"]),
@@ -396,3 +416,5 @@ def test_bad_flags_and_folders_are_one_line_each(tmp_path):
         for fragment in fragments:
             assert fragment in errors[0], errors[0]
         assert "--data_path" not in result.stderr
+    assert sorted(os.listdir(str(damaged))) == ["model.ckpt-20.data-00000-of-00001"], "never trained from scratch"
+    assert os.listdir(str(locked)) == [checkpointing.LOCK_FILE]
