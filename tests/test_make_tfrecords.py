@@ -170,7 +170,14 @@ def test_rerun_needs_overwrite_which_replaces_only_records(image_tree, tmp_path)
 def test_output_is_deterministic(image_tree, tmp_path):
     for name in ('one', 'two'):
         make_tfrecords.convert(
-            image_tree, str(tmp_path / name), train_shards=2, validation_shards=1, num_workers=2, seed=5, source='fixed'
+            image_tree,
+            str(tmp_path / name),
+            validation_fraction=0.25,
+            train_shards=2,
+            validation_shards=1,
+            num_workers=2,
+            seed=5,
+            source='fixed',
         )
     for name in sorted(os.listdir(str(tmp_path / 'one'))):
         assert (tmp_path / 'one' / name).read_bytes() == (tmp_path / 'two' / name).read_bytes(), name
