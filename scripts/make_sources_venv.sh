@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Creates .venv-sources (Python 3.11) with the frameworks whose weights convert_weights.py reads
 # (torch, efficientnet_pytorch, timm, TensorFlow 2 / Keras, the efficientnet Keras package), for the
-# logit-agreement tests. Does nothing when it is up to date. Prints the venv's python on success.
-# Set EFFICIENTNET_SOURCES_VENV to put it elsewhere (e.g. outside a CI clone, to keep it between runs).
+# logit-agreement tests. Prints the venv's python on success.
+# It lives in the user's cache folder, not in the clone, so that every clone and CI run on a machine
+# shares one build (a few minutes); it is rebuilt when tests/sources/requirements.txt changes.
+# Set EFFICIENTNET_SOURCES_VENV to put it elsewhere.
 set -eo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="${EFFICIENTNET_SOURCES_VENV:-$root/.venv-sources}"
+venv="${EFFICIENTNET_SOURCES_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/efficientnet-tf/venv-sources}"
 requirements="$root/tests/sources/requirements.txt"
-if [ -x "$venv/bin/python" ] && [ -f "$venv/.installed" ] && [ ! "$requirements" -nt "$venv/.installed" ]; then
+wanted="$(sha256sum "$requirements" | cut -d' ' -f1)"
+if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.installed" 2>/dev/null)" = "$wanted" ]; then
   echo "$venv/bin/python"; exit 0
 fi
 python311=""
@@ -21,8 +24,12 @@ if [ -z "$python311" ]; then
   echo "error: Python 3.11 not found: install python3.11 (e.g. pyenv install 3.11) to build $venv" >&2; exit 1
 fi
 echo "[sources] creating $venv with $python311 from $requirements (a few minutes, about 2.5 GB) ..." >&2
-"$python311" -m venv "$venv" >&2
+if [ -e "$venv" ] && [ ! -f "$venv/pyvenv.cfg" ]; then
+  echo "error: $venv exists and is not a virtualenv: set EFFICIENTNET_SOURCES_VENV to a new folder" >&2; exit 1
+fi
+mkdir -p "$(dirname "$venv")"
+"$python311" -m venv --clear "$venv" >&2  # an outdated or half-built test venv is rebuilt from scratch
 "$venv/bin/python" -m pip install -q -r "$requirements" >&2 ||
   { echo "error: pip install -r $requirements into $venv failed; check access to PyPI" >&2; exit 1; }
-touch "$venv/.installed"
+echo "$wanted" > "$venv/.installed"
 echo "$venv/bin/python"
