@@ -266,6 +266,8 @@ class StopSignals(object):
         if self.signum == signum:
             raise KeyboardInterrupt
         self.signum = signum
+        os.write(2, ("%s received: stopping after the current step, with a checkpoint (send it again to stop at "
+                     "once)\n" % signal.Signals(signum).name).encode())
 
     def __enter__(self):
         for signum in self.SIGNALS:

@@ -349,19 +349,19 @@ def _train_loop(sess, graph, train_op, is_chief, progress, writer, model_dir, st
     return step
 
 
-def _run_training(sess, graph, train_op, dev, progress, writer, model_dir, data_path, label_offset, num_classes):
+def _run_training(sess, graph, train_op, dev, progress, writer, model_dir, stop, data_path, label_offset,
+                  num_classes):
     """The loop, with input-pipeline failures explained as one DatasetError."""
     log_every = dev.round_to_loop(FLAGS.log_every_n_steps, "log_every_n_steps")
     save_every = dev.round_to_loop(FLAGS.save_checkpoints_steps, "save_checkpoints_steps")
-    with checkpointing.StopSignals() as stop:
-        try:
-            return _train_loop(sess, graph, train_op, dev.rank_id == 0, progress, writer, model_dir, stop, log_every,
-                               save_every)
-        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
-            explained = preprocess.explain_pipeline_error(error, data_path, "train", label_offset, num_classes)
-            if explained is None:
-                raise
-            raise explained
+    try:
+        return _train_loop(sess, graph, train_op, dev.rank_id == 0, progress, writer, model_dir, stop, log_every,
+                           save_every)
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        explained = preprocess.explain_pipeline_error(error, data_path, "train", label_offset, num_classes)
+        if explained is None:
+            raise
+        raise explained
 
 
 def train():
@@ -371,14 +371,21 @@ def train():
     logging.info("device: %s", dev.describe())
     model_dir = _checked_folder(FLAGS.TMP_MODEL_PATH, "TMP_MODEL_PATH")
     _checked_folder(FLAGS.TMP_LOG_PATH, "TMP_LOG_PATH")
-    if dev.rank_id != 0:
-        return _train(dev, model_dir, start_time)
-    with checkpointing.ModelFolderLock(model_dir):
-        return _train(dev, model_dir, start_time)
+    # From here on SIGTERM/SIGINT only request a stop: the loop saves first (a signal during graph building
+    # is acted on when the loop starts; after the last step it only changes the exit code).
+    with checkpointing.StopSignals() as stop:
+        if dev.rank_id != 0:
+            step = _train(dev, model_dir, start_time, stop)
+        else:
+            with checkpointing.ModelFolderLock(model_dir):
+                step = _train(dev, model_dir, start_time, stop)
+        if stop.signum is not None:
+            raise checkpointing.Interrupted(stop.signum, step, None)
 
 
-def _train(dev, model_dir, start_time):
-    """Builds the graph, restores or initializes, runs the loop and prints the ModelZoo summary lines."""
+def _train(dev, model_dir, start_time, stop):
+    """Builds the graph, restores or initializes, runs the loop and prints the ModelZoo summary lines;
+    returns the last step."""
     latest = _resume_checkpoint(model_dir)
     weights_prefix = _pretrained_prefix(FLAGS.TMP_WEIGHTS_PATH)
     recorded = run_config.read(model_dir)
@@ -412,7 +419,7 @@ def _train(dev, model_dir, start_time):
         sess.run(graph.iterator.initializer)
         train_op = dev.finalize_train_op(sess, graph.train_op)
         progress = ProgressLog(total_steps, steps_per_epoch, global_batch, sess.run(graph.global_step))
-        step = _run_training(sess, graph, train_op, dev, progress, writer, model_dir, FLAGS.TMP_DATA_PATH,
+        step = _run_training(sess, graph, train_op, dev, progress, writer, model_dir, stop, FLAGS.TMP_DATA_PATH,
                              info["label_offset"], num_classes)
     writer.close()
     elapsed = time.time() - start_time
@@ -423,6 +430,7 @@ def _train(dev, model_dir, start_time):
         print("Final Train Accuracy : %.4f" % progress.last_accuracy)
     print("E2E Training Duration sec : %d" % round(elapsed))
     sys.stdout.flush()
+    return step
 
 
 def main(argv):

@@ -80,7 +80,10 @@ def _chain(seed, root):
         before = _steps(model_dir) if os.path.isdir(model_dir) else []
         code, log = _run(model_dir, os.path.join(root, "run_%d_%d.log" % (seed, index)), signum,
                          rng.randint(0, 3), rng.uniform(0.0, 1.0))
-        runs.append({"signal": signum, "before": before, "after": _steps(model_dir), "code": code, "log": log})
+        saved = re.search(r"^interrupted by \w+: saved step (\d+) as (\S+);", log, re.M)
+        runs.append({"signal": signum, "before": before, "after": _steps(model_dir), "code": code, "log": log,
+                     "saved": saved and (int(saved.group(1)), _held_step(saved.group(2)),
+                                         checkpoint_utils.checkpoint_step(saved.group(2)))})
     moved, copy = model_dir + "_moved", model_dir + "_copy"
     shutil.copytree(model_dir, copy)
     os.rename(model_dir, moved)  # a state file with absolute paths would now point nowhere
@@ -126,9 +129,8 @@ def test_signals_at_random_points_lose_nothing(chains, seed):
         if run["signal"] != signal.SIGKILL:
             stopped = [line for line in run["log"].splitlines() if line.startswith("interrupted by ")]
             assert len(stopped) == 1 and signal.Signals(run["signal"]).name in stopped[0], described
-            saved = re.search(r"saved step (\d+) as (\S+);", stopped[0])
-            if saved:  # named by the global step it holds, and the newest on disk
-                assert _held_step(saved.group(2)) == int(saved.group(1)) == max(run["after"]), described
+            if run["saved"]:  # (step reported, step held, step in the name): all one, and the newest on disk
+                assert len(set(run["saved"])) == 1 and run["saved"][0] == max(run["after"]), described
 
 
 @pytest.mark.parametrize("seed", SEEDS)
