@@ -12,6 +12,7 @@ import os
 import tensorflow.compat.v1 as tf
 
 import autoaugment
+import tf_compat  # noqa: F401  (graph mode on TensorFlow 2.x)
 
 CENTER_CROP_FRACTION = 0.875
 DATASET_INFO_FILE = 'dataset_info.json'
