@@ -1,7 +1,8 @@
 """The one place where TensorFlow 1.15 and TensorFlow 2.x differ for this package.
 
 Everything else is written against `tensorflow.compat.v1` in graph mode and runs unchanged on both:
-importing this module (efficientnet_model and preprocess do) turns TF 2.x's eager execution off.
+importing this module (efficientnet_model and preprocess do) turns TF 2.x's v2 behaviour off
+(graph mode, reference variables, v1 control flow and shapes, as in TF 1.15).
 
 Sigmoid: TF 1.15's CPU `Sigmoid` kernel (used by `tf.sigmoid` and `tf.nn.swish`) evaluates a
 rational approximation (odd degree-9 numerator over even degree-10 denominator, input clamped to
@@ -22,7 +23,7 @@ import tensorflow.compat.v1 as tf
 
 IS_TF2 = tf.__version__.startswith("2.")
 if IS_TF2:
-    tf.disable_eager_execution()
+    tf.disable_v2_behavior()
 
 # What --device=gpu needs when TensorFlow sees no GPU.
 if IS_TF2:

@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export EFFICIENTNET_TF=2 EFFICIENTNET_FORCE_VENV="${EFFICIENTNET_FORCE_VENV:-1}"
 # shellcheck disable=SC1091
 source scripts/env.sh
-if ! "$PYTHON" -c 'import pytest, sklearn' >/dev/null 2>&1; then
+if ! "$PYTHON" -c 'import pytest' >/dev/null 2>&1; then
   "$PYTHON" -m pip install -q -r requirements-test-tf2.txt
 fi
 echo "[run_tests_tf2] $("$PYTHON" -c 'import sys, tensorflow as tf; print("Python %d.%d, TensorFlow %s" % (sys.version_info[:2] + (tf.__version__,)))' 2>/dev/null)"
