@@ -23,6 +23,11 @@ import tensorflow.compat.v1 as tf
 
 IS_TF2 = tf.__version__.startswith("2.")
 if IS_TF2:
+    from tensorflow.python.util import deprecation  # pylint: disable=g-direct-tensorflow-import
+
+    # The compat.v1 API this package is written against is deprecated on 2.x by design; its warnings
+    # (one per call site, each printed twice) would bury the training log.
+    deprecation._PRINT_DEPRECATION_WARNINGS = False  # pylint: disable=protected-access
     tf.disable_v2_behavior()
 
 # What --device=gpu needs when TensorFlow sees no GPU.
