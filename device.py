@@ -15,6 +15,7 @@ import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
 
 import efficientnet_model
+import tf_compat
 
 DEVICES = ("auto", "npu", "gpu", "cpu")
 # CANN precision modes (tf_adapter npu_attrs.cc kPrecisionModeList); the last four need a recent CANN.
@@ -104,8 +105,8 @@ def resolve(flags_obj=None, training=True):
             raise DeviceError("npu_bridge is not importable (%s): run inside the ascend-tensorflow docker image "
                               "after sourcing CANN's set_env.sh, or use --device=cpu/gpu" % error)
     elif name == "gpu" and not _gpu_visible():
-        raise DeviceError("--device=gpu but TensorFlow sees no GPU: install CUDA 10.0 + cuDNN 7 for "
-                          "tensorflow 1.15, or use --device=cpu")
+        raise DeviceError("--device=gpu but TensorFlow %s sees no GPU: %s, or use --device=cpu"
+                          % (tf.__version__, tf_compat.GPU_INSTALL_HINT))
     return Device(name, flags_obj, training)
 
 
@@ -298,10 +299,11 @@ class Device(object):
 
         NPU: NPUDistributedOptimizer (gradient allreduce, a no-op at RANK_SIZE 1), inside
         NPULossScaleOptimizer when --precision_mode computes in float16. GPU with --gpu_amp:
-        tf.train.experimental.enable_mixed_precision_graph_rewrite, which adds the loss scaling the
-        config's auto_mixed_precision rewrite lacks (and turns that rewrite on for every later Session);
-        its dynamic scale halves at each overflow. Non-finite steps are skipped and do not advance
-        global_step. CPU: unchanged.
+        MixedPrecisionLossScaleOptimizer, the loss scaling that session_config()'s float16 rewrite
+        (auto_mixed_precision) lacks, the same on TF 1.15 and 2.x (the process-wide
+        enable_mixed_precision_graph_rewrite is deprecated on 2.x and not needed: every session here
+        takes session_config()); its dynamic scale halves at each overflow. Non-finite steps are
+        skipped and do not advance global_step. CPU: unchanged.
         """
         f = self._flags
         fixed = f.loss_scale_manager == "fixed"
@@ -330,7 +332,7 @@ class Device(object):
                     initial_loss_scale=f.init_loss_scale, increment_period=f.loss_scale_incr_every_n_steps,
                     multiplier=2.0)
             logging.info("automatic mixed precision, loss scaling: %s", self._loss_scale_description())
-            return tf.train.experimental.enable_mixed_precision_graph_rewrite(optimizer, loss_scale=loss_scale)
+            return tf.train.experimental.MixedPrecisionLossScaleOptimizer(optimizer, loss_scale)
         return optimizer
 
     def _loss_scale_description(self):

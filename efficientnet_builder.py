@@ -12,6 +12,7 @@ import re
 import tensorflow.compat.v1 as tf
 
 import efficientnet_model
+import tf_compat
 
 ModelSpec = collections.namedtuple("ModelSpec", ["width", "depth", "resolution", "dropout"])
 
@@ -78,10 +79,11 @@ def normalization_constants(model_name):
 def normalize_images(images, model_name):
     """Maps 0..255 RGB images to the input range the model family was trained with."""
     mean_rgb, stddev_rgb = normalization_constants(model_name)
+    # No in-place `-=`: on TF 2.x that would assign to a float32 tf.Variable passed as `images`.
     images = tf.cast(images, tf.float32)
-    images -= tf.constant(mean_rgb, shape=[1, 1, 3], dtype=tf.float32)
-    images /= tf.constant(stddev_rgb, shape=[1, 1, 3], dtype=tf.float32)
-    return images
+    mean = tf.constant(mean_rgb, shape=[1, 1, 3], dtype=tf.float32)
+    stddev = tf.constant(stddev_rgb, shape=[1, 1, 3], dtype=tf.float32)
+    return (images - mean) / stddev
 
 
 def decode_block_string(block_string):
@@ -166,7 +168,7 @@ def get_model_params(model_name, override_params=None):
         depth_divisor=8,
         min_depth=None,
         survival_prob=0.8,
-        relu_fn=tf.nn.relu6 if lite else tf.nn.swish,
+        relu_fn=tf.nn.relu6 if lite else tf_compat.swish,
         use_se=not lite,
         local_pooling=lite,
         fix_head_stem=lite,

@@ -9,6 +9,8 @@ import math
 
 import tensorflow.compat.v1 as tf
 
+import tf_compat
+
 GlobalParams = collections.namedtuple("GlobalParams", [
     "batch_norm_momentum", "batch_norm_epsilon", "dropout_rate", "data_format", "num_classes",
     "width_coefficient", "depth_coefficient", "depth_divisor", "min_depth", "survival_prob",
@@ -22,7 +24,7 @@ BlockArgs = collections.namedtuple("BlockArgs", [
 ])
 BlockArgs.__new__.__defaults__ = (None,) * len(BlockArgs._fields)
 
-_ACTIVATIONS = {0: tf.nn.relu, 1: tf.nn.swish}
+_ACTIVATIONS = {0: tf.nn.relu, 1: tf_compat.swish}
 
 
 def round_filters(filters, global_params, skip=False):
@@ -162,9 +164,9 @@ class SqueezeExcitation(tf.keras.layers.Layer):
         self._expand = _conv(num_expanded, use_bias=True)
 
     def call(self, inputs):
-        squeezed = tf.reduce_mean(inputs, [1, 2], keepdims=True)
+        squeezed = tf_compat.spatial_mean(inputs, keepdims=True)
         squeezed = self._expand(self._activation(self._reduce(squeezed)))
-        return tf.sigmoid(squeezed) * inputs
+        return tf_compat.sigmoid(squeezed) * inputs
 
 
 class MBConvBlock(tf.keras.layers.Layer):
@@ -182,7 +184,7 @@ class MBConvBlock(tf.keras.layers.Layer):
         if block_args.activation is not None:
             self._activation = _ACTIVATIONS[block_args.activation]
         else:
-            self._activation = global_params.relu_fn or tf.nn.swish
+            self._activation = global_params.relu_fn or tf_compat.swish
         expanded = block_args.input_filters * block_args.expand_ratio
         if block_args.expand_ratio != 1:
             self._expand_conv = _conv(expanded)
@@ -225,7 +227,7 @@ class Model(tf.keras.Model):
         """`blocks_args` are per stage, already width/depth scaled (see efficientnet_builder.scaled_blocks)."""
         super(Model, self).__init__(name=name)
         self._global_params = global_params
-        self._activation = global_params.relu_fn or tf.nn.swish
+        self._activation = global_params.relu_fn or tf_compat.swish
         self._dropout = global_params.dropout_fn or default_dropout
         fixed = bool(global_params.fix_head_stem)
         self._stem_conv = _conv(round_filters(32, global_params, skip=fixed), kernel_size=3, strides=2)
@@ -271,7 +273,7 @@ class Model(tf.keras.Model):
                 endpoints["pooled_features"] = x
                 x = tf.squeeze(x, [1, 2])
             else:
-                x = tf.reduce_mean(x, [1, 2])
+                x = tf_compat.spatial_mean(x)
                 endpoints["pooled_features"] = x
             if pooled_features_only:
                 return endpoints["pooled_features"]

@@ -2,6 +2,8 @@
 
 Synthetic images live in GPU/CPU memory as a variable, so the figure measures the model alone.
     python bench/train_step.py --model_name=efficientnet-b0 --batch_size=16 --image_size=224
+    python bench/train_step.py --device=gpu --gpu_amp --xla --batch_size=256
+Device, mixed precision and XLA go through device.py, as in train.py.
 """
 import os
 import sys
@@ -12,6 +14,7 @@ import tensorflow.compat.v1 as tf
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import device  # noqa: E402
 import efficientnet_builder  # noqa: E402
 
 flags.DEFINE_string("model_name", "efficientnet-b0", "Model to benchmark.")
@@ -25,6 +28,10 @@ FLAGS = flags.FLAGS
 
 def main(_):
     image_size = FLAGS.image_size or efficientnet_builder.model_spec(FLAGS.model_name).resolution
+    try:
+        dev = device.resolve(training=True)
+    except device.DeviceError as error:
+        sys.exit("error: %s" % error)
     rng = np.random.RandomState(0)
     images = tf.Variable(rng.uniform(0, 255, (FLAGS.batch_size, image_size, image_size, 3)).astype(np.float32),
                          trainable=False, name="synthetic_images")
@@ -34,10 +41,10 @@ def main(_):
         efficientnet_builder.normalize_images(images, FLAGS.model_name), FLAGS.model_name, training=True,
         override_params={"num_classes": FLAGS.num_classes})
     loss = tf.losses.sparse_softmax_cross_entropy(labels, logits)
-    optimizer = tf.train.MomentumOptimizer(0.01, 0.9, use_nesterov=True)
+    optimizer = dev.wrap_optimizer(tf.train.MomentumOptimizer(0.01, 0.9, use_nesterov=True))
     with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
         train_op = optimizer.minimize(loss, global_step=tf.train.get_or_create_global_step())
-    with tf.Session() as sess:
+    with tf.Session(config=dev.session_config()) as sess:
         sess.run(tf.global_variables_initializer())
         for _ in range(FLAGS.warmup_steps):
             sess.run(train_op)
@@ -45,8 +52,9 @@ def main(_):
         for _ in range(FLAGS.steps):
             sess.run(train_op)
         elapsed = time.time() - start
-    print("model=%s image_size=%d batch_size=%d steps=%d" % (FLAGS.model_name, image_size, FLAGS.batch_size,
-                                                            FLAGS.steps))
+    print("model=%s image_size=%d batch_size=%d steps=%d tensorflow=%s device=%s precision=%s xla=%s"
+          % (FLAGS.model_name, image_size, FLAGS.batch_size, FLAGS.steps, tf.__version__, dev.name, dev.precision,
+             FLAGS.xla and dev.name == "gpu"))
     print("train step: %.3f s/step, %.2f images/s" % (elapsed / FLAGS.steps,
                                                       FLAGS.batch_size * FLAGS.steps / elapsed))
 

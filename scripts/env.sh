@@ -1,7 +1,12 @@
-# Sourced by the launchers and the test runner: puts a python3 with TensorFlow 1.15 in $PYTHON.
-# Order: CANN's set_env.sh when present (Ascend docker images), a python3 that already imports
-# tensorflow 1.15, else the project virtualenv .venv built with Python 3.7 from requirements.txt.
-# Set EFFICIENTNET_FORCE_VENV=1 to skip the system python and always use .venv.
+# Sourced by the launchers and the test runner: puts a python3 with TensorFlow in $PYTHON.
+#
+# EFFICIENTNET_TF chooses the TensorFlow line:
+#   1     TensorFlow 1.15 (Python 3.7): CANN's set_env.sh when present (Ascend docker images), a python3
+#         that already imports tensorflow 1.15, else the virtualenv .venv built from requirements.txt.
+#   2     TensorFlow 2.x (Python 3.10-3.12, current GPUs): a python3 that already imports tensorflow 2.x,
+#         else the virtualenv .venv-tf2 built from requirements-tf2.txt.
+#   auto  (default) 1 when a python with TensorFlow 1.15, the .venv or a Python 3.7 exists, else 2.
+# EFFICIENTNET_FORCE_VENV=1 skips the system python and always uses the virtualenv.
 
 _env_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -11,38 +16,73 @@ for _cann_env in /usr/local/Ascend/ascend-toolkit/set_env.sh /usr/local/Ascend/t
   [ -f "$_cann_env" ] && source "$_cann_env"
 done
 
-_has_tf115() {
-  "$1" -c 'import sys, tensorflow as tf; sys.exit(0 if tf.__version__.startswith("1.15") else 1)' >/dev/null 2>&1
+_has_tf() {  # _has_tf PYTHON VERSION_PREFIX
+  "$1" -c 'import sys, tensorflow as tf; sys.exit(0 if tf.__version__.startswith(sys.argv[1]) else 1)' "$2" \
+    >/dev/null 2>&1
 }
 
-_find_python37() {
-  for _candidate in python3.7 "$(command -v pyenv >/dev/null 2>&1 && pyenv root)"/versions/3.7*/bin/python3.7; do
-    if [ -n "$_candidate" ] && "$_candidate" -c 'import sys; assert sys.version_info[:2] == (3, 7)' >/dev/null 2>&1; then
-      echo "$_candidate"; return 0
+_find_python() {  # _find_python 3.7 | 3.11 3.10 3.12: the first interpreter of those versions
+  local _version _candidate _pyenv_root
+  _pyenv_root="$(command -v pyenv >/dev/null 2>&1 && pyenv root)"
+  for _version in "$@"; do
+    for _candidate in "python$_version" "${_pyenv_root:-/nonexistent}"/versions/"$_version"*/bin/python"$_version"; do
+      if [ -n "$_candidate" ] && "$_candidate" -c \
+          'import sys; assert "%d.%d" % sys.version_info[:2] == sys.argv[1]' "$_version" >/dev/null 2>&1; then
+        echo "$_candidate"; return 0
+      fi
+    done
+  done
+  return 1
+}
+
+_system_python() {  # _system_python VERSION_PREFIX CANDIDATES...: a python on PATH with that TensorFlow
+  local _prefix="$1" _candidate; shift
+  [ -n "${EFFICIENTNET_FORCE_VENV:-}" ] && return 1
+  for _candidate in "$@"; do
+    if command -v "$_candidate" >/dev/null 2>&1 && _has_tf "$(command -v "$_candidate")" "$_prefix"; then
+      command -v "$_candidate"; return 0
     fi
   done
   return 1
 }
 
-PYTHON=""
-if [ -z "${EFFICIENTNET_FORCE_VENV:-}" ]; then
-  for _candidate in python3.7 python3; do
-    if command -v "$_candidate" >/dev/null 2>&1 && _has_tf115 "$_candidate"; then PYTHON="$(command -v "$_candidate")"; break; fi
-  done
-fi
-if [ -z "$PYTHON" ]; then
-  _venv="$_env_root/.venv"
-  _requirements="$_env_root/requirements.txt"
-  if ! _has_tf115 "$_venv/bin/python" || [ "$_requirements" -nt "$_venv/.installed" ]; then
-    _py37="$(_find_python37)" || { echo "[env] error: Python 3.7 not found; install python3.7 (TensorFlow 1.15 needs it)" >&2; return 1; }
-    echo "[env] creating $_venv with $_py37 from requirements.txt ..." >&2
-    "$_py37" -m venv "$_venv" || { echo "[env] error: could not create $_venv" >&2; return 1; }
+_venv_python() {  # _venv_python VENV REQUIREMENTS TF_PREFIX PYTHON_VERSIONS...: builds or updates VENV
+  # .installed holds the requirements the venv was built from (an empty one, from older versions, is trusted).
+  local _venv="$1" _requirements="$2" _prefix="$3" _python; shift 3
+  if ! _has_tf "$_venv/bin/python" "$_prefix" ||
+      { [ -s "$_venv/.installed" ] && ! cmp -s "$_requirements" "$_venv/.installed"; }; then
+    if [ ! -x "$_venv/bin/python" ]; then
+      _python="$(_find_python "$@")" || {
+        echo "[env] error: no Python $* found; install one (TensorFlow $_prefix needs it) or set EFFICIENTNET_TF" >&2
+        return 1; }
+      echo "[env] creating $_venv with $_python ..." >&2
+      "$_python" -m venv "$_venv" || { echo "[env] error: could not create $_venv" >&2; return 1; }
+    fi
+    echo "[env] installing $(basename "$_requirements") into $_venv ..." >&2
     "$_venv/bin/python" -m pip install -q --upgrade "pip<24" >&2 &&
       "$_venv/bin/python" -m pip install -q -r "$_requirements" >&2 ||
       { echo "[env] error: pip install -r $_requirements failed; check network access to PyPI" >&2; return 1; }
-    touch "$_venv/.installed"
+    cp "$_requirements" "$_venv/.installed"
   fi
-  PYTHON="$_venv/bin/python"
+  echo "$_venv/bin/python"
+}
+
+_tf_line="${EFFICIENTNET_TF:-auto}"
+if [ "$_tf_line" = auto ]; then
+  if _system_python 1.15 python3.7 python3 >/dev/null || _has_tf "$_env_root/.venv/bin/python" 1.15 ||
+      _find_python 3.7 >/dev/null; then
+    _tf_line=1
+  else
+    _tf_line=2
+  fi
 fi
+case "$_tf_line" in
+  1) PYTHON="$(_system_python 1.15 python3.7 python3 ||
+               _venv_python "$_env_root/.venv" "$_env_root/requirements.txt" 1.15 3.7)" || return 1 ;;
+  2) PYTHON="$(_system_python 2. python3 ||
+               _venv_python "$_env_root/.venv-tf2" "$_env_root/requirements-tf2.txt" 2. 3.11 3.10 3.12)" || return 1 ;;
+  *) echo "[env] error: EFFICIENTNET_TF=$_tf_line: use 1 (TensorFlow 1.15), 2 (TensorFlow 2.x) or auto" >&2
+     return 1 ;;
+esac
 export PYTHON
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"

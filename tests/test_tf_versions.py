@@ -1,0 +1,120 @@
+"""TensorFlow 1.15 and 2.x: interchangeable checkpoints, and the shims that make their logits agree.
+
+The cross-version test runs this suite's python and the other TensorFlow line's (.venv for 1.15,
+.venv-tf2 for 2.x, or $EFFICIENTNET_OTHER_PYTHON); scripts/run_tests.sh builds both.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+import tf_compat
+import tf_roundtrip
+from conftest import REPO_ROOT
+
+# Inputs and the outputs of TF 1.15.5's CPU Sigmoid / swish kernels for them (float32 bit patterns), in
+# a large tensor: TF 1.15 rounds tensors of a few elements differently (7.75 -> 0x1.ffc792p-1).
+TF115_SIGMOID_TABLE = [
+    (-30.0, 0.0, -0.0),
+    (-17.973114013671875, float.fromhex("0x1p-23"), float.fromhex("-0x1.1f91ep-19")),
+    (-12.5, float.fromhex("0x1.f8p-19"), float.fromhex("-0x1.89cp-15")),
+    (-9.0, float.fromhex("0x1.02dp-13"), float.fromhex("-0x1.232ap-10")),
+    (-3.25, float.fromhex("0x1.31c82p-5"), float.fromhex("-0x1.f0e534p-4")),
+    (-0.699999988079071, float.fromhex("0x1.53c698p-2"), float.fromhex("-0x1.dbafa2p-3")),
+    (0.0, 0.5, 0.0),
+    (0.30000001192092896, float.fromhex("0x1.261d54p-1"), float.fromhex("0x1.60fp-3")),
+    (2.5, float.fromhex("0x1.d9291ep-1"), float.fromhex("0x1.27b9b2p+1")),
+    (7.75, float.fromhex("0x1.ffc79p-1"), float.fromhex("0x1.efc954p+2")),
+    (14.112419128417969, float.fromhex("0x1.ffffe8p-1"), float.fromhex("0x1.c398dap+3")),
+    (25.0, 1.0, 25.0),
+]
+
+
+def _other_python():
+    """The python of the TensorFlow line this process is not running, or None."""
+    if os.environ.get("EFFICIENTNET_OTHER_PYTHON"):
+        return os.environ["EFFICIENTNET_OTHER_PYTHON"]
+    path = os.path.join(REPO_ROOT, ".venv" if tf_compat.IS_TF2 else ".venv-tf2", "bin", "python")
+    return path if os.path.exists(path) else None
+
+
+def _relative_error(ours, reference):
+    return float(np.abs(ours - reference).max() / np.abs(reference).max())
+
+
+def test_sigmoid_and_swish_have_tf115_values_on_every_version():
+    inputs = np.tile(np.array([row[0] for row in TF115_SIGMOID_TABLE], np.float32), 1000)
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [None])
+        gradient_inputs = tf.constant([-3.0, 0.5, 4.0])
+        outputs = [tf_compat.sigmoid(x), tf_compat.swish(x),
+                   tf.gradients(tf_compat.swish(gradient_inputs), gradient_inputs)[0],
+                   tf.gradients(tf_compat.sigmoid(gradient_inputs), gradient_inputs)[0]]
+        with tf.Session() as sess:
+            sigmoid, swish, swish_grad, sigmoid_grad = sess.run(outputs, {x: inputs})
+    sigmoid, swish = sigmoid[:len(TF115_SIGMOID_TABLE)], swish[:len(TF115_SIGMOID_TABLE)]
+    np.testing.assert_array_equal(sigmoid, np.array([row[1] for row in TF115_SIGMOID_TABLE], np.float32))
+    np.testing.assert_array_equal(swish, np.array([row[2] for row in TF115_SIGMOID_TABLE], np.float32))
+    exact = 1.0 / (1.0 + np.exp(-np.array([-3.0, 0.5, 4.0])))
+    np.testing.assert_allclose(sigmoid_grad, exact * (1 - exact), rtol=1e-5)
+    np.testing.assert_allclose(swish_grad, exact * (1 + np.array([-3.0, 0.5, 4.0]) * (1 - exact)), rtol=1e-5)
+
+
+def test_spatial_mean_matches_reduce_mean():
+    values = np.random.RandomState(0).normal(3.0, 20.0, (2, 56, 56, 8)).astype(np.float32)
+    with tf.Graph().as_default():
+        x = tf.constant(values)
+        unknown = tf.placeholder(tf.float32, [None, None, None, 8])
+        outputs = [tf_compat.spatial_mean(x, keepdims=True), tf_compat.spatial_mean(x),
+                   tf_compat.spatial_mean(unknown)]
+        with tf.Session() as sess:
+            kept, squeezed, dynamic = sess.run(outputs, {unknown: values})
+    exact = values.astype(np.float64).mean(axis=(1, 2))
+    assert kept.shape == (2, 1, 1, 8) and squeezed.shape == (2, 8)
+    np.testing.assert_allclose(squeezed, exact, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(kept[:, 0, 0], squeezed)
+    np.testing.assert_allclose(dynamic, exact, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def exchanged(tmp_path_factory):
+    """This version writes a checkpoint, the other reads it and writes its own, this one reads that."""
+    other = _other_python()
+    if other is None:
+        pytest.skip("the other TensorFlow line's python is missing (.venv / .venv-tf2): run scripts/run_tests.sh")
+    root = tmp_path_factory.mktemp("tf_versions")
+    here, there, read_there = str(root / "here"), str(root / "there"), str(root / "read_there.npz")
+    written_here = tf_roundtrip.write_checkpoint(here)
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
+    process = subprocess.run([other, os.path.join(REPO_ROOT, "tests", "tf_roundtrip.py"), "--read=" + here,
+                              "--out=" + read_there, "--write=" + there], cwd=REPO_ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=900)
+    assert process.returncode == 0, process.stderr[-3000:]
+    read_by_other = dict(np.load(read_there))
+    written_there = dict(np.load(os.path.join(there, tf_roundtrip.LOGITS_FILE)))
+    return {"here": here, "there": there, "written_here": written_here, "read_by_other": read_by_other,
+            "written_there": written_there, "read_here": tf_roundtrip.read_logits(there)}
+
+
+def test_other_version_is_the_other_line(exchanged):
+    other_version = str(exchanged["read_by_other"]["version"])
+    assert other_version.startswith("2.") != tf_compat.IS_TF2, (tf.__version__, other_version)
+
+
+@pytest.mark.parametrize("kind", ["raw", "ema"])
+def test_checkpoints_restore_across_versions_with_equal_logits(exchanged, kind):
+    """Within the package's 1e-4 bound: batch norm's rsqrt still rounds 1 ulp apart (see tf_compat)."""
+    errors = (_relative_error(exchanged["read_by_other"][kind], exchanged["written_here"][kind]),
+              _relative_error(exchanged["read_here"][kind], exchanged["written_there"][kind]))
+    assert max(errors) <= 1e-4, errors
+
+
+def test_checkpoints_have_the_same_official_keys(exchanged):
+    keys = [sorted(name for name, _ in tf.train.list_variables(exchanged[side])) for side in ("here", "there")]
+    assert keys[0] == keys[1]
+    assert "efficientnet-b0/blocks_3/se/conv2d_1/kernel/ExponentialMovingAverage" in keys[0]
+    assert "efficientnet-b0/head/tpu_batch_normalization/moving_variance" in keys[0]
+
