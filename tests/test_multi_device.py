@@ -191,7 +191,8 @@ def test_train_8p_ranks_broadcast_every_variable_and_average_gradients(npu_runs)
     statistics = [name for name in saved if re.search(r"moving_(mean|variance)$", name)
                   and "ExponentialMovingAverage" not in name]
     assert statistics and any("ExponentialMovingAverage" in name for name in saved)
-    assert any(name.endswith("/Momentum") for name in saved) and "global_step" in saved
+    # The demo recipe trains with Adam; the NPU fp16 loss scale is a variable too.
+    assert any(name.endswith("/Adam_1") for name in saved) and "global_step" in saved and "loss_scale" in saved
     for rank in (0, 1):
         recorded = calls(launcher["calls"], rank)
         names = [call for call, _ in recorded]
@@ -205,7 +206,7 @@ def test_train_8p_ranks_broadcast_every_variable_and_average_gradients(npu_runs)
         assert called(recorded, "broadcast_run") == [{"count": len(saved), "root_rank": 0}]
         assert names.index("Session") < names.index("broadcast_run") < names.index("loop_run")
         (optimizer,) = called(recorded, "NPUDistributedOptimizer")
-        assert optimizer["optimizer"] == {"type": "MomentumOptimizer"}
+        assert optimizer["optimizer"] == {"type": "AdamOptimizer"}
         assert called(recorded, "allreduce")[0]["rank_size"] == 2
         assert called(recorded, "NPULossScaleOptimizer")[0]["is_distributed"] is True
         # The batch-norm statistics are averaged over the ranks in one all-reduce per step.
@@ -493,3 +494,17 @@ def test_cpu_ranks_without_horovod_are_one_clear_error(tmp_path, no_horovod):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "horovod.tensorflow does not import" in errors[0] and INSTALL_HINT in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_train_8p_demo_recipe_is_train_1p_s_over_the_global_batch():
+    def assignments(script):
+        with open(os.path.join(REPO_ROOT, script)) as handle:
+            text = handle.read()
+        demo = re.search(r"^DEMO_ARGS=\((.*?)\)$", text, re.M | re.S).group(1).split()
+        return demo, dict(re.findall(r"^(DEMO_[A-Z_]+)=([^\s(]+)$", text, re.M))
+
+    one, _ = assignments("train_1p.sh")
+    many, values = assignments("train_8p.sh")
+    one_values = dict(arg[2:].split("=", 1) for arg in one if arg.startswith(("--batch_size=", "--learning_rate=")))
+    assert sorted(arg for arg in one if not arg.startswith(("--batch_size=", "--learning_rate="))) == sorted(many)
+    assert values == {"DEMO_GLOBAL_BATCH": one_values["batch_size"], "DEMO_LEARNING_RATE": one_values["learning_rate"]}
