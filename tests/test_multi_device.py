@@ -27,8 +27,9 @@ SMALL = ["--image_size=32", "--batch_size=4", "--TMP_WEIGHTS_PATH="]
 INSTALL_HINT = "bash scripts/install_horovod.sh"
 
 # Runs argv[2:] as __main__ and records, in folder argv[1], this rank's pid at start, which files it
-# wrote (checkpoints, summaries, run_config.json) and, when its training session ends without an
-# error, the value of every global variable.
+# wrote (checkpoints, summaries, run_config.json) and the value of every global variable when the
+# input iterator is initialized (after the broadcast, before the first step: variables_start_rank<r>)
+# and when its training session ends without an error (variables_rank<r>).
 RUNNER = r'''
 import json, os, runpy, sys
 import numpy as np
@@ -64,6 +65,17 @@ def dump_and_exit(self, error_type, error, trace):
     return exit_session(self, error_type, error, trace)
 
 session.Session.__exit__ = dump_and_exit
+run_session = session.Session.run
+
+def run_and_dump_start(self, fetches, *args, **kwargs):
+    path = os.path.join(out_dir, "variables_start_rank%s.npz" % rank)
+    if getattr(fetches, "type", None) == "MakeIterator" and not os.path.exists(path):
+        variables = self.graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)
+        values = run_session(self, variables)
+        np.savez(path, **{v.op.name: value for v, value in zip(variables, values)})
+    return run_session(self, fetches, *args, **kwargs)
+
+session.Session.run = run_and_dump_start
 sys.argv = sys.argv[2:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 '''
@@ -341,7 +353,8 @@ def resumed(horovod, tmp_path_factory):
     os.makedirs(second)
     code, output = finish(horovodrun(second, args, str(root / "second.out")), str(root / "second.out"))
     assert code == 0, output[-3000:]
-    return {"dir": second, "output": output, "model": model_dir, "log": log_dir, "killed_at": killed_at}
+    return {"dir": second, "first": first, "output": output, "model": model_dir, "log": log_dir,
+            "killed_at": killed_at}
 
 
 def test_horovod_resume_after_sigkill_on_both_ranks(resumed):
@@ -363,12 +376,29 @@ def test_horovod_rank_0_alone_writes(resumed):
     assert len([line for line in resumed["output"].splitlines() if "Final Performance images/sec" in line]) == 1
 
 
-def test_horovod_ranks_hold_identical_variables(resumed):
-    """Without the initial broadcast the randomly initialized weights would differ, without the gradient
-    all-reduce every weight, without the averaging the batch-norm statistics (each rank sees its own
-    shard): all of them, and the EMA shadows and optimizer slots, must be equal on both ranks."""
-    ranks = [np.load(os.path.join(resumed["dir"], "variables_rank%d.npz" % rank)) for rank in (0, 1)]
+def _identical(ranks):
     assert sorted(ranks[0].files) == sorted(ranks[1].files)
+    different = [n for n in ranks[0].files if not np.array_equal(ranks[0][n], ranks[1][n])]
+    assert not different, different[:10]
+
+
+def test_horovod_ranks_start_from_rank_0_s_variables(resumed):
+    """The first run starts from scratch without a seed: each rank initializes its own random weights,
+    so only the broadcast makes them equal before the first step."""
+    ranks = [np.load(os.path.join(resumed["first"], "variables_start_rank%d.npz" % rank)) for rank in (0, 1)]
+    _identical(ranks)
+    assert int(ranks[0]["global_step"]) == 0
+    # After the resume, both start from the checkpoint.
+    ranks = [np.load(os.path.join(resumed["dir"], "variables_start_rank%d.npz" % rank)) for rank in (0, 1)]
+    _identical(ranks)
+    assert int(ranks[0]["global_step"]) == resumed["killed_at"]
+
+
+def test_horovod_ranks_hold_identical_variables(resumed):
+    """Without the gradient all-reduce every weight would differ, without the averaging the batch-norm
+    statistics (each rank sees its own shard): all of them, and the EMA shadows and optimizer slots,
+    must be equal on both ranks after training."""
+    ranks = [np.load(os.path.join(resumed["dir"], "variables_rank%d.npz" % rank)) for rank in (0, 1)]
     names = ranks[0].files
     kinds = {"moving statistics": [n for n in names if re.search(r"moving_(mean|variance)$", n) and "Exponential" not in n],
              "EMA shadows": [n for n in names if n.endswith("ExponentialMovingAverage")],
@@ -376,8 +406,7 @@ def test_horovod_ranks_hold_identical_variables(resumed):
              "global step": ["global_step"]}
     for kind, kind_names in kinds.items():
         assert kind_names, kind
-    different = [n for n in names if not np.array_equal(ranks[0][n], ranks[1][n])]
-    assert not different, different[:10]
+    _identical(ranks)
     assert int(ranks[0]["global_step"]) == 8
     # The statistics did move away from their initial values (0 and 1) during training.
     means = [ranks[0][n] for n in kinds["moving statistics"] if n.endswith("moving_mean")]
