@@ -263,7 +263,8 @@ def main(argv=None):
             table = merge(args.merge)
         else:
             if args.device_ips:
-                addresses = {i: _ip(ip.strip(), "--device_ips entry") for i, ip in enumerate(args.device_ips.split(","))}
+                ips = args.device_ips.split(",")
+                addresses = {i: _ip(ip.strip(), "--device_ips entry") for i, ip in enumerate(ips)}
             else:
                 addresses = read_hccn_conf(args.hccn_conf)
             device_ids = _device_ids(args.devices) if args.devices else None

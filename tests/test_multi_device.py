@@ -400,7 +400,8 @@ def test_horovod_ranks_hold_identical_variables(resumed):
     must be equal on both ranks after training."""
     ranks = [np.load(os.path.join(resumed["dir"], "variables_rank%d.npz" % rank)) for rank in (0, 1)]
     names = ranks[0].files
-    kinds = {"moving statistics": [n for n in names if re.search(r"moving_(mean|variance)$", n) and "Exponential" not in n],
+    kinds = {"moving statistics": [n for n in names
+                                   if re.search(r"moving_(mean|variance)$", n) and "Exponential" not in n],
              "EMA shadows": [n for n in names if n.endswith("ExponentialMovingAverage")],
              "momentum slots": [n for n in names if n.endswith("/Momentum")],
              "global step": ["global_step"]}
