@@ -30,6 +30,8 @@ NPU_DEFAULT_ITERATIONS_PER_LOOP = 100
 NPU_ONLY_FLAGS = ("precision_mode", "iterations_per_loop", "modify_mixlist", "over_dump", "data_dump_flag",
                   "profiling")
 GPU_ONLY_FLAGS = ("gpu_amp", "xla")
+# Exported to every process by horovodrun (Gloo), Open MPI's mpirun and MPICH/Intel MPI, in this order.
+HOROVOD_SIZE_VARIABLES = ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
 
 flags.DEFINE_enum("device", "auto", DEVICES,
                   "Where to run: auto picks npu when npu_bridge imports, else gpu when TensorFlow sees one, "
@@ -124,6 +126,91 @@ def _rank_from_env():
     return size, rank
 
 
+def _horovod_launch_size():
+    """Processes in the job when horovodrun or mpirun started this one (they export these), else 1."""
+    for name in HOROVOD_SIZE_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 1
+
+
+class SingleProcess(object):
+    """One process: nothing to share."""
+    name = "none"
+    rank_size, rank_id = 1, 0
+
+
+class Hccl(object):
+    """Ascend: HCCL collectives through npu_bridge's hccl_ops.
+
+    Rank and size come from RANK_ID/RANK_SIZE, which the adapter reads too; hccl's get_rank_id()
+    would need an initialize_system session before the training one.
+    """
+    name = "hccl"
+
+    def __init__(self, rank_size, rank_id):
+        if not os.path.isfile(os.environ.get("RANK_TABLE_FILE") or ""):
+            raise DeviceError("RANK_SIZE=%d on the NPU needs RANK_TABLE_FILE, the rank table HCCL reads (now %r): "
+                              "start with train_8p.sh, or write one with scripts/make_rank_table.py and export "
+                              "RANK_TABLE_FILE" % (rank_size, os.environ.get("RANK_TABLE_FILE", "")))
+        self.rank_size, self.rank_id = rank_size, rank_id
+
+    def broadcast_variables(self, variables):
+        from npu_bridge.hccl import hccl_ops  # pylint: disable=import-outside-toplevel
+        with tf.name_scope("broadcast_from_rank0"):
+            values = hccl_ops.broadcast([tf.identity(v.value(), name=v.op.name) for v in variables], root_rank=0)
+            return tf.group(*[tf.assign(v, value) for v, value in zip(variables, values)])
+
+    def allreduce_mean(self, tensor):
+        from npu_bridge.hccl import hccl_ops  # pylint: disable=import-outside-toplevel
+        return hccl_ops.allreduce(tensor, "sum") / float(self.rank_size)
+
+
+class Horovod(object):
+    """GPU and CPU: Horovod (NCCL, Gloo or MPI), in a process started by horovodrun or mpirun."""
+    name = "horovod"
+
+    def __init__(self):
+        try:
+            self._hvd = importlib.import_module("horovod.tensorflow")
+        except Exception as error:  # pylint: disable=broad-except
+            raise DeviceError("this process was started for a %d-process run but horovod.tensorflow does not "
+                              "import (%s: %s): install Horovod with `bash scripts/install_horovod.sh`"
+                              % (_horovod_launch_size(), type(error).__name__, error))
+        self._hvd.init()
+        self.rank_size, self.rank_id, self.local_rank = self._hvd.size(), self._hvd.rank(), self._hvd.local_rank()
+
+    def distributed_optimizer(self, optimizer):
+        return self._hvd.DistributedOptimizer(optimizer)
+
+    def broadcast_variables(self, variables):
+        return self._hvd.broadcast_variables(variables, root_rank=0)
+
+    def allreduce_mean(self, tensor):
+        return self._hvd.allreduce(tensor, op=self._hvd.Average)
+
+
+def _collective(name, training):
+    """How the processes of one training run talk: not at all, over HCCL (NPU) or over Horovod (GPU/CPU).
+
+    Evaluation always runs as one process, whatever the environment says.
+    """
+    if not training:
+        return SingleProcess()
+    if name == "npu":
+        size, rank = _rank_from_env()
+        return Hccl(size, rank) if size > 1 else SingleProcess()
+    if _horovod_launch_size() > 1:
+        return Horovod()
+    size, _ = _rank_from_env()
+    if size > 1:
+        raise DeviceError("RANK_SIZE=%d on %s: RANK_SIZE/RANK_ID start NPU ranks; on GPU/CPU several processes "
+                          "train under Horovod: `RANK_SIZE=%d bash train_8p.sh --device=%s` or `horovodrun -np %d "
+                          "python train.py ...` (unset RANK_SIZE for one process)" % (size, name, size, name, size))
+    return SingleProcess()
+
+
 def _changed(flags_obj, names):
     """Flags among `names` set away from their default."""
     changed = []
@@ -144,7 +231,12 @@ def _output_dir(path):
 
 
 class Device(object):
-    """One resolved device: its name, precision, loop size and rank, and what it changes in the graph."""
+    """One resolved device: its name, precision, loop size and rank, and what it changes in the graph.
+
+    With several processes (rank_size > 1) every rank builds the same graph; the device adds the
+    gradient all-reduce (wrap_optimizer), the broadcast of rank 0's variables
+    (broadcast_variables_op) and the averaging of batch-norm statistics (average_over_ranks_op).
+    """
 
     def __init__(self, name, flags_obj, training=True):
         if name not in DEVICES[1:]:
@@ -152,10 +244,9 @@ class Device(object):
         self.name = name
         self.training = training
         self._flags = flags_obj
-        self.rank_size, self.rank_id = _rank_from_env()
-        if self.rank_size > 1 and name != "npu":
-            raise DeviceError("RANK_SIZE=%d needs --device=npu (gradients are averaged with HCCL): unset "
-                              "RANK_SIZE/RANK_ID for a single %s process" % (self.rank_size, name))
+        self.collective = _collective(name, training)
+        self.rank_size, self.rank_id = self.collective.rank_size, self.collective.rank_id
+        self.is_chief = self.rank_id == 0
         ignored = _changed(flags_obj, NPU_ONLY_FLAGS if name != "npu" else ())
         ignored += _changed(flags_obj, GPU_ONLY_FLAGS if name != "gpu" else ())
         if ignored:
@@ -220,9 +311,10 @@ class Device(object):
 
     def describe(self):
         """One line for the log: device, precision, loop size and rank."""
-        return "device=%s precision=%s iterations_per_loop=%d rank=%d/%d mode=%s" % (
+        line = "device=%s precision=%s iterations_per_loop=%d rank=%d/%d mode=%s" % (
             self.name, self.precision, self.iterations_per_loop, self.rank_id, self.rank_size,
             "train" if self.training else "eval")
+        return line + (" collective=%s" % self.collective.name if self.rank_size > 1 else "")
 
     def session_config(self):
         """tf.ConfigProto for every session on this device.
@@ -240,6 +332,9 @@ class Device(object):
             self._add_npu_options(config)
         elif self.name == "gpu":
             config.gpu_options.allow_growth = True
+            if self.rank_size > 1:
+                # One GPU per process: the local rank's.
+                config.gpu_options.visible_device_list = str(self.collective.local_rank)
             if f.gpu_amp:
                 config.graph_options.rewrite_options.auto_mixed_precision = RewriterConfig.ON
             if f.xla:
@@ -303,7 +398,9 @@ class Device(object):
         (auto_mixed_precision) lacks, the same on TF 1.15 and 2.x (the process-wide
         enable_mixed_precision_graph_rewrite is deprecated on 2.x and not needed: every session here
         takes session_config()); its dynamic scale halves at each overflow. Non-finite steps are
-        skipped and do not advance global_step. CPU: unchanged.
+        skipped and do not advance global_step. GPU/CPU with several processes: hvd.DistributedOptimizer
+        (gradients averaged over the ranks) inside the loss scaling, as on the NPU, so every rank takes
+        the same skip decision. CPU in one process: unchanged.
         """
         f = self._flags
         fixed = f.loss_scale_manager == "fixed"
@@ -324,6 +421,8 @@ class Device(object):
                     decr_every_n_nan_or_inf=2, decr_ratio=0.5)
             logging.info("loss scaling: %s", self._loss_scale_description())
             return NPULossScaleOptimizer(optimizer, manager, is_distributed=self.rank_size > 1)
+        if self.rank_size > 1:
+            optimizer = self.collective.distributed_optimizer(optimizer)
         if self._loss_scaled():
             if fixed:
                 loss_scale = f.fixed_loss_scale
@@ -362,6 +461,26 @@ class Device(object):
         rounded = -(-steps // loop) * loop
         logging.info("%s: rounded %d up to %d, a multiple of iterations_per_loop=%d", what, steps, rounded, loop)
         return rounded
+
+    def broadcast_variables_op(self, variables):
+        """An op setting `variables` on every rank to rank 0's values; None with one process.
+
+        Run it once after the variables are initialized, restored or loaded, so that all ranks start
+        from the same state (weights, batch-norm statistics, optimizer slots, EMA shadows, global step).
+        """
+        if self.rank_size == 1:
+            return None
+        return self.collective.broadcast_variables(list(variables))
+
+    def average_over_ranks_op(self, variables):
+        """An op replacing each of `variables` with its mean over the ranks (one all-reduce); None with
+        one process. Reads happen inside the caller's control dependencies."""
+        if self.rank_size == 1 or not variables:
+            return None
+        with tf.name_scope("average_over_ranks"):
+            flat = tf.concat([tf.reshape(v.read_value(), [-1]) for v in variables], axis=0, name="values")
+            means = tf.split(self.collective.allreduce_mean(flat), [v.shape.num_elements() for v in variables])
+            return tf.group(*[tf.assign(v, tf.reshape(mean, v.shape)) for v, mean in zip(variables, means)])
 
     def shard_info(self):
         """(num_workers, worker_index) for sharding the input pipeline."""

@@ -34,7 +34,9 @@ flags.DEFINE_string("TMP_WEIGHTS_PATH", "./weights",
                     "an empty folder or '' trains from scratch.")
 flags.DEFINE_enum("pretrained_weights", "auto", ("auto", "ema", "raw"),
                   "Which values to take from TMP_WEIGHTS_PATH: auto = the EMA shadows when present.")
-flags.DEFINE_float("learning_rate", 0.01, "Peak learning rate (after warm-up), for the whole global batch.")
+flags.DEFINE_float("learning_rate", 0.01,
+                   "Peak learning rate (after warm-up) for the global batch, batch_size x devices; used as given "
+                   "(linear scaling rule: scale it in proportion to the global batch).")
 flags.DEFINE_enum("lr_schedule", "constant", ("constant", "exponential", "cosine"),
                   "constant: Ascend fine-tuning default; exponential: official recipe (x0.97 every 2.4 epochs); "
                   "cosine: to zero at the last step.")
@@ -61,7 +63,8 @@ flags.DEFINE_integer("save_checkpoints_steps", 1000, "Steps between checkpoints 
 flags.DEFINE_integer("keep_checkpoint_max", 5, "model.ckpt-* checkpoints kept in TMP_MODEL_PATH, counted on disk "
                      "(earlier runs' included); 0 keeps all.")
 flags.DEFINE_integer("log_every_n_steps", 100, "Steps between log lines.")
-flags.DEFINE_integer("seed", None, "Graph-level random seed (initialisation, shuffling, augmentation).")
+flags.DEFINE_integer("seed", None, "Graph-level random seed (initialisation, shuffling, augmentation); rank r of a "
+                                   "multi-device run uses seed + r and starts from rank 0's variables.")
 flags.DEFINE_boolean("freeze_base", False,
                      "Train only head/dense; the rest runs in inference mode (for transfer learning).")
 FLAGS = flags.FLAGS
@@ -215,11 +218,16 @@ class TrainGraph(object):
         update_ops = [] if FLAGS.freeze_base else tf.get_collection(tf.GraphKeys.UPDATE_OPS)
         with tf.control_dependencies(update_ops):
             train_op = optimizer.minimize(self.loss, global_step=self.global_step, var_list=trained)
+        moving_statistics = [v for v in self.model_variables if _is_moving_statistic(v)]
+        if not FLAGS.freeze_base:
+            # With several ranks each one updates the batch-norm statistics from its own batch: average
+            # them after every step, so that all ranks (and the checkpoint) hold the same values.
+            with tf.control_dependencies([train_op]):
+                train_op = dev.average_over_ranks_op(moving_statistics) or train_op
 
         self.ema_sync = None
         if FLAGS.moving_average_decay > 0:
-            averaged = model_trainable + [
-                v for v in self.model_variables if "moving_mean" in v.op.name or "moving_variance" in v.op.name]
+            averaged = model_trainable + moving_statistics
             ema = tf.train.ExponentialMovingAverage(FLAGS.moving_average_decay, num_updates=self.global_step)
             with tf.control_dependencies([train_op]):
                 train_op = ema.apply(averaged)
@@ -229,6 +237,12 @@ class TrainGraph(object):
         shadows = [ema.average(v) for v in averaged] if FLAGS.moving_average_decay > 0 else []
         self.saver = checkpointing.CheckpointSaver(model_dir, FLAGS.keep_checkpoint_max, self.global_step,
                                                    self.model_variables + shadows)
+        # Rank 0's state to every rank, after restore or initialization (None with one process).
+        self.broadcast = dev.broadcast_variables_op(tf.global_variables())
+
+
+def _is_moving_statistic(variable):
+    return "moving_mean" in variable.op.name or "moving_variance" in variable.op.name
 
 
 def _resume_checkpoint(model_dir):
@@ -315,6 +329,8 @@ def _duration(seconds):
 
 
 def _summary(writer, step, values):
+    if writer is None:  # not rank 0
+        return
     writer.add_summary(tf.Summary(value=[tf.Summary.Value(tag=k, simple_value=v) for k, v in values.items()]),
                        step)
 
@@ -355,7 +371,7 @@ def _run_training(sess, graph, train_op, dev, progress, writer, model_dir, stop,
     log_every = dev.round_to_loop(FLAGS.log_every_n_steps, "log_every_n_steps")
     save_every = dev.round_to_loop(FLAGS.save_checkpoints_steps, "save_checkpoints_steps")
     try:
-        return _train_loop(sess, graph, train_op, dev.rank_id == 0, progress, writer, model_dir, stop, log_every,
+        return _train_loop(sess, graph, train_op, dev.is_chief, progress, writer, model_dir, stop, log_every,
                            save_every)
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
         explained = preprocess.explain_pipeline_error(error, data_path, "train", label_offset, num_classes)
@@ -374,7 +390,7 @@ def train():
     # From here on SIGTERM/SIGINT only request a stop: the loop saves first (a signal during graph building
     # is acted on when the loop starts; after the last step it only changes the exit code).
     with checkpointing.StopSignals() as stop:
-        if dev.rank_id != 0:
+        if not dev.is_chief:
             step = _train(dev, model_dir, start_time, stop)
         else:
             with checkpointing.ModelFolderLock(model_dir):
@@ -406,13 +422,18 @@ def _train(dev, model_dir, start_time, stop):
                  total_steps, total_steps / steps_per_epoch)
 
     if FLAGS.seed is not None:
-        tf.set_random_seed(FLAGS.seed)
+        tf.set_random_seed(FLAGS.seed + dev.rank_id)
     graph = TrainGraph(dev, model_dir, model_name, num_classes, image_size, steps_per_epoch, total_steps,
                        info["label_offset"])
-    writer = tf.summary.FileWriter(FLAGS.TMP_LOG_PATH)
+    # Rank 0 alone writes summaries, run_config.json, checkpoints and the final-result lines.
+    writer = tf.summary.FileWriter(FLAGS.TMP_LOG_PATH) if dev.is_chief else None
     with tf.Session(config=dev.session_config()) as sess:
         logging.info(_restore_or_initialize(sess, graph, latest, model_dir, weights_prefix))
-        if dev.rank_id == 0:
+        if graph.broadcast is not None:
+            sess.run(graph.broadcast)
+            logging.info("rank %d: every variable set to rank 0's (step %d)", dev.rank_id,
+                         sess.run(graph.global_step))
+        if dev.is_chief:
             run_config.write(model_dir, model_name=model_name, num_classes=num_classes, image_size=image_size,
                              data_path=FLAGS.TMP_DATA_PATH,
                              labels_file=run_config.copy_labels(model_dir, info["labels_file"]))
@@ -421,10 +442,12 @@ def _train(dev, model_dir, start_time, stop):
         progress = ProgressLog(total_steps, steps_per_epoch, global_batch, sess.run(graph.global_step))
         step = _run_training(sess, graph, train_op, dev, progress, writer, model_dir, stop, FLAGS.TMP_DATA_PATH,
                              info["label_offset"], num_classes)
-    writer.close()
     elapsed = time.time() - start_time
     throughput = progress.images_per_second()
     logging.info("done: %d steps, checkpoints in %s, logs in %s", step, model_dir, FLAGS.TMP_LOG_PATH)
+    if not dev.is_chief:
+        return step
+    writer.close()
     print("Final Performance images/sec : %s" % ("%.2f" % throughput if throughput else "n/a"))
     if progress.last_accuracy is not None:
         print("Final Train Accuracy : %.4f" % progress.last_accuracy)

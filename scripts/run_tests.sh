@@ -15,6 +15,8 @@ if ! cmp -s requirements-test.txt "$test_stamp"; then
   "$PYTHON" -m pip install -q -r requirements-test.txt
   cp requirements-test.txt "$test_stamp" 2>/dev/null || true
 fi
+# The multi-process tests need Horovod (seconds when it imports; a one-time build otherwise).
+bash scripts/install_horovod.sh
 start=$(date +%s)
 status=0
 "$PYTHON" -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile --durations=25 "$@" || status=$?

@@ -2,12 +2,15 @@
 # ModelZoo test script, one device: trains EfficientNet, then evaluates it on the validation split,
 # prints the "Final result" block and writes $output_path/${CaseName}.log.
 # test/train_performance_1p.sh sources this file: a script whose name holds "performance" runs a
-# short training without evaluation instead (CaseName ..._perf).
+# short training without evaluation instead (CaseName ..._perf). test/train_full_8p.sh and
+# test/train_performance_8p.sh source it too: a name without "_1p" trains on RANK_SIZE Ascend
+# devices (default 8) of the rank table RANK_TABLE_FILE, one process per device (see --help).
 #
 #   bash test/train_full_1p.sh --data_path=/data/imagenet_tfrecords [--batch_size=256] [--train_epochs=350]
 #   bash test/train_full_1p.sh --data_path=data/demo     # bundled demo data: a few minutes on 2 CPU cores
+#   RANK_TABLE_FILE=$PWD/rank_table_8p.json bash test/train_full_8p.sh --data_path=/data/imagenet_tfrecords
 #
-# Runs on the NPU when npu_bridge imports (after CANN's set_env.sh), else on GPU or CPU.
+# Runs on the NPU when npu_bridge imports (after CANN's set_env.sh), else on GPU or CPU (1p only).
 set -eo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 script="$(basename "$0")"
@@ -15,8 +18,12 @@ case "$script" in
   *performance*) kind=perf ;;
   *) kind=acc ;;
 esac
+case "$script" in
+  *_1p*) multi=false; export RANK_SIZE=1 RANK_ID=0 ;;
+  *) multi=true; export RANK_SIZE="${RANK_SIZE:-8}" ;;
+esac
 
-export RANK_SIZE=1 RANK_ID=0 JOB_ID=10087
+export JOB_ID="${JOB_ID:-10087}"
 export ASCEND_DEVICE_ID="${ASCEND_DEVICE_ID:-0}"
 export ASCEND_GLOBAL_LOG_LEVEL="${ASCEND_GLOBAL_LOG_LEVEL:-3}"
 # TF INFO logs carry the adapter's "The model has been compiled on the Ascend AI processor" line.
@@ -27,8 +34,8 @@ Network="EfficientNet_for_TensorFlow"
 # B0 from scratch at 32x32, >= 0.95 top-1 in a few minutes on 2 CPU cores.
 DEMO_ARGS=(--image_size=32 --optimizer=adam --learning_rate=3e-3 --lr_schedule=cosine --max_steps=1000
            --batch_size=32 --min_crop_area=1.0 --norandom_flip --log_every_n_steps=100 --save_checkpoints_steps=500)
-# Any other data (ImageNet): the official B0 recipe on one device (RMSProp, 5 warm-up epochs, x0.97
-# every 2.4 epochs, 350 epochs); the learning rate is 0.016 x batch_size / 256.
+# Any other data (ImageNet): the official B0 recipe (RMSProp, 5 warm-up epochs, x0.97 every 2.4 epochs,
+# 350 epochs); the learning rate is 0.016 x global batch / 256, the global batch batch_size x RANK_SIZE.
 IMAGENET_BATCH_SIZE=256
 IMAGENET_EPOCHS=350
 IMAGENET_ARGS=(--optimizer=rmsprop --lr_schedule=exponential --warmup_epochs=5 --log_every_n_steps=100
@@ -42,7 +49,8 @@ usage() {
 usage: bash test/$script --data_path=DIR [options] [train.py flags]
   --data_path=DIR         TFRecords with train-* and validation-* files (required)
   --output_path=DIR       log, checkpoints (ckpt/) and results; default test/output/\$ASCEND_DEVICE_ID
-  --batch_size=N          images per step; default $IMAGENET_BATCH_SIZE, 64 on the demo data
+                          (8p: test/output, one folder per device; rank 0's holds ckpt/ and the results)
+  --batch_size=N          images per step and device; default $IMAGENET_BATCH_SIZE, on the demo data 32 / RANK_SIZE
   --train_steps=N         training steps; default: $( [ $kind = perf ] && echo "$PERF_STEPS ($PERF_STEPS_DEMO on the demo data)" || echo "--train_epochs ($IMAGENET_EPOCHS; 600 steps on the demo data)")
   --train_epochs=N        training epochs, instead of --train_steps
   --ckpt_path=PATH        pretrained checkpoint (prefix or folder) to start from; default: from scratch
@@ -51,7 +59,11 @@ usage: bash test/$script --data_path=DIR [options] [train.py flags]
   --data_dump_flag=True   NPU: dump operator data at --data_dump_step to OUTPUT/data_dump
   --data_dump_step=STEPS  steps to dump, e.g. 10 or 0|5|10-20; default 10
   --profiling=True        NPU: collect a profile into OUTPUT/profiling
+  --server_index=K        8p on several servers: this server's index in RANK_TABLE_FILE; default 0
+  --bind_core=True        8p: bind each process to its share of the CPU cores
   --help                  this text
+8p: RANK_SIZE (default 8, all servers' devices), RANK_TABLE_FILE (scripts/make_rank_table.py writes
+it) and JOB_ID (default 10087) come from the environment.
 Other --flag=value arguments go to train.py as they are and win over the defaults.
 EOF
 }
@@ -73,7 +85,7 @@ switch_value() {
 }
 
 data_path="" output_path="" batch_size="" train_steps="" train_epochs="" ckpt_path="" precision_mode=""
-over_dump=False data_dump_flag=False data_dump_step=10 profiling=False
+over_dump=False data_dump_flag=False data_dump_step=10 profiling=False server_index=0 bind_core=False
 extra_args=()
 for para in "$@"; do
   case "$para" in
@@ -88,6 +100,8 @@ for para in "$@"; do
     --data_dump_flag|--data_dump_flag=*) data_dump_flag="$(switch_value "$para")" ;;
     --data_dump_step=*) data_dump_step="${para#*=}" ;;
     --profiling|--profiling=*) profiling="$(switch_value "$para")" ;;
+    --server_index=*) server_index="${para#*=}" ;;
+    --bind_core|--bind_core=*) bind_core="$(switch_value "$para")" ;;
     --help|-h) usage; exit 0 ;;
     --*) extra_args+=("$para") ;;
     *) fail "unexpected argument \"$para\": options look like --name=value (see --help)" ;;
@@ -108,15 +122,27 @@ if [ -n "$train_epochs" ] && ! { [[ "$train_epochs" =~ ^([0-9]+\.?[0-9]*|\.[0-9]
 fi
 [ -z "$train_steps" ] || [ -z "$train_epochs" ] || fail "give --train_steps or --train_epochs, not both"
 
+# shellcheck disable=SC1091
+source "$ROOT/scripts/env.sh"
+if [ "$multi" = true ]; then
+  # shellcheck disable=SC1091
+  source "$ROOT/scripts/ranks.sh"
+  # The rank table is checked before anything is written or started.
+  ranks_plan_npu "$server_index" || exit 1
+  # One process per device; evaluation and the results on the device of rank 0 (the first local rank).
+  export ASCEND_DEVICE_ID="${DEVICE_IDS[0]}"
+  extra_args=(--device=npu "${extra_args[@]}")
+fi
+
 _real_dir() { (cd "$1" 2>/dev/null && pwd -P); }
 if [ "$(_real_dir "$data_path")" = "$(_real_dir "$ROOT/data/demo")" ]; then
   recipe=("${DEMO_ARGS[@]}")
-  batch_size="${batch_size:-64}"
+  batch_size="${batch_size:-$(( 32 / RANK_SIZE > 0 ? 32 / RANK_SIZE : 1 ))}"
   log_every=50
   perf_steps=$PERF_STEPS_DEMO
 else
   batch_size="${batch_size:-$IMAGENET_BATCH_SIZE}"
-  learning_rate="$(awk -v b="$batch_size" 'BEGIN { printf "%g", 0.016 * b / 256 }')"
+  learning_rate="$(awk -v b="$batch_size" -v r="$RANK_SIZE" 'BEGIN { printf "%g", 0.016 * b * r / 256 }')"
   recipe=("${IMAGENET_ARGS[@]}" --learning_rate="$learning_rate" --epochs="$IMAGENET_EPOCHS")
   log_every=100
   perf_steps=$PERF_STEPS
@@ -141,6 +167,12 @@ if [ $kind = perf ]; then
   [ "$log_every" -ge 100 ] || run_args+=(--iterations_per_loop="$log_every")
 fi
 
+if [ "$multi" = true ]; then
+  output_root="${output_path:-$ROOT/test/output}"
+  mkdir -p "$output_root"
+  output_root="$(cd "$output_root" && pwd)"
+  output_path="$output_root/$ASCEND_DEVICE_ID"
+fi
 output_path="${output_path:-$ROOT/test/output/$ASCEND_DEVICE_ID}"
 mkdir -p "$output_path"
 output_path="$(cd "$output_path" && pwd)"
@@ -170,9 +202,6 @@ log_file="$output_path/train_${ASCEND_DEVICE_ID}.log"
 loss_file="$output_path/${CaseName}_loss.txt"
 result_file="$output_path/${CaseName}.log"
 
-# shellcheck disable=SC1091
-source "$ROOT/scripts/env.sh"
-
 # Runs a python command with its output appended to the log; on failure shows the log's end and exits.
 run_logged() {
   local what="$1"
@@ -187,14 +216,34 @@ run_logged() {
 echo "[$script] data: $data_path | output: $output_path | log: $log_file"
 : >"$log_file"
 start_time=$(date +%s)
-run_logged training "$ROOT/train.py" --TMP_DATA_PATH="$data_path" --TMP_MODEL_PATH="$model_path" \
-  --TMP_LOG_PATH="$output_path" --TMP_WEIGHTS_PATH="$ckpt_path" \
-  "${recipe[@]}" "${run_args[@]}" "${train_device_args[@]}" "${extra_args[@]}"
+train_command=("$ROOT/train.py" --TMP_DATA_PATH="$data_path" --TMP_MODEL_PATH="$model_path"
+               --TMP_LOG_PATH="$output_path" --TMP_WEIGHTS_PATH="$ckpt_path"
+               "${recipe[@]}" "${run_args[@]}" "${train_device_args[@]}" "${extra_args[@]}")
+if [ "$multi" = false ]; then
+  run_logged training "${train_command[@]}"
+else
+  echo "[$script] $RANK_SIZE ranks, server $server_index: ranks ${RANK_IDS[*]} on devices ${DEVICE_IDS[*]}," \
+       "logs in $output_root/<device>/train_<device>.log"
+  for i in "${!RANK_IDS[@]}"; do
+    device_id="${DEVICE_IDS[$i]}"
+    mkdir -p "$output_root/$device_id"
+    cores=""
+    [ "$bind_core" = False ] || cores="$(ranks_cores "$i" "${#RANK_IDS[@]}")"
+    ranks_start_npu "${RANK_IDS[$i]}" "$device_id" "$output_root/$device_id/train_$device_id.log" "$cores" \
+      "$PYTHON" -u "${train_command[@]}"
+  done
+  ranks_wait || { echo "[Error] training failed" >&2; exit 1; }
+  if [ "${RANK_IDS[0]}" != 0 ]; then
+    echo "[$script] server $server_index done in $(( $(date +%s) - start_time ))s; server 0 reports the results"
+    exit 0
+  fi
+fi
 e2e_time=$(( $(date +%s) - start_time ))
 if [ $kind = acc ]; then
   echo "[$script] training done in ${e2e_time}s; evaluating $model_path"
-  run_logged evaluation "$ROOT/test.py" --TMP_DATA_PATH="$data_path" --TMP_MODEL_PATH="$model_path" \
-    --batch_size="$batch_size" "${device_args[@]}"
+  # Evaluation is one process, on rank 0's device.
+  RANK_SIZE=1 RANK_ID=0 run_logged evaluation "$ROOT/test.py" --TMP_DATA_PATH="$data_path" \
+    --TMP_MODEL_PATH="$model_path" --batch_size="$batch_size" "${device_args[@]}"
 fi
 
 # The last value of "<label> X" lines in the log, or "" when there is none.

@@ -126,8 +126,13 @@ def test_rank_environment_is_checked(monkeypatch):
     with pytest.raises(DeviceError, match="outside 0..RANK_SIZE-1"):
         device.resolve(make_flags(device="cpu"))
     monkeypatch.setenv("RANK_ID", "3")
-    with pytest.raises(DeviceError, match="needs --device=npu"):
+    with pytest.raises(DeviceError, match="on GPU/CPU several processes train under Horovod") as error:
         device.resolve(make_flags(device="cpu"))
+    assert "train_8p.sh --device=cpu" in str(error.value) and "horovodrun -np 8" in str(error.value)
+    # Evaluation is one process whatever the environment says.
+    dev = device.resolve(make_flags(device="cpu"), training=False)
+    assert (dev.rank_size, dev.rank_id, dev.is_chief) == (1, 0, True)
+    assert dev.broadcast_variables_op([]) is None and dev.average_over_ranks_op([]) is None
 
 
 # ---------------------------------------------------------------- NPU path through the double
@@ -196,7 +201,9 @@ def test_npu_flag_errors(npu, tmp_path, monkeypatch, overrides, message):
         device.resolve(make_flags(device="npu", **overrides))
 
 
-def test_npu_wrapper_order_and_managers(npu, monkeypatch):
+def test_npu_wrapper_order_and_managers(npu, monkeypatch, tmp_path):
+    monkeypatch.setenv("RANK_TABLE_FILE", str(tmp_path / "rank_table.json"))
+    (tmp_path / "rank_table.json").write_text("{}")
     with tf.Graph().as_default():
         base = tf.train.RMSPropOptimizer(0.1)
         wrapped = device.resolve(make_flags()).wrap_optimizer(base)
@@ -216,7 +223,8 @@ def test_npu_wrapper_order_and_managers(npu, monkeypatch):
         monkeypatch.setenv("RANK_ID", "3")
         npu.clear()
         dev = device.resolve(make_flags(loss_scale_manager="fixed", fixed_loss_scale=512))
-        assert dev.shard_info() == (8, 3)
+        assert dev.shard_info() == (8, 3) and not dev.is_chief
+        assert dev.describe().endswith("rank=3/8 mode=train collective=hccl")
         assert npu_options(dev.session_config())["hcom_parallel"].b
         wrapped = dev.wrap_optimizer(base)
         assert isinstance(wrapped._loss_scale_manager, FixedLossScaleManager)
@@ -309,3 +317,44 @@ def test_subprocess_gets_the_double_through_pythonpath():
     bad = subprocess.run([sys.executable, "-c", script, "--precision_mode=fp8"], cwd=REPO_ROOT, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
     assert bad.returncode != 0 and "precision_mode" in bad.stderr and "allow_mix_precision" in bad.stderr
+
+
+def test_npu_ranks_need_a_rank_table_file(npu, monkeypatch, tmp_path):
+    monkeypatch.setenv("RANK_SIZE", "2")
+    monkeypatch.setenv("RANK_ID", "1")
+    monkeypatch.setenv("RANK_TABLE_FILE", str(tmp_path / "missing.json"))
+    with pytest.raises(DeviceError, match="needs RANK_TABLE_FILE") as error:
+        device.resolve(make_flags(device="npu"))
+    assert "make_rank_table.py" in str(error.value)
+
+
+def test_npu_collectives_broadcast_and_average_through_hccl_ops(npu, monkeypatch, tmp_path):
+    """Rank 1 of 2: the broadcast assigns rank 0's values (here the double's, its own) to every variable,
+    and the average runs after the caller's control dependencies, in one all-reduce."""
+    (tmp_path / "rank_table.json").write_text("{}")
+    monkeypatch.setenv("RANK_TABLE_FILE", str(tmp_path / "rank_table.json"))
+    monkeypatch.setenv("RANK_SIZE", "2")
+    monkeypatch.setenv("RANK_ID", "1")
+    dev = device.resolve(make_flags(device="npu"))
+    with tf.Graph().as_default():
+        a = tf.Variable([[1.0, 2.0], [3.0, 4.0]], name="a")
+        b = tf.Variable(5.0, name="b")
+        step = tf.Variable(7, dtype=tf.int64, name="step")
+        broadcast = dev.broadcast_variables_op([a, b, step])
+        bump = tf.assign_add(b, 1.0)
+        with tf.control_dependencies([bump]):
+            average = dev.average_over_ranks_op([a, b])
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            sess.run(broadcast)
+            sess.run(average)
+            values = sess.run([a, b, step])
+    (call,) = npu.calls("broadcast")
+    assert call["root_rank"] == 0
+    assert call["tensors"] == ["broadcast_from_rank0/a:0", "broadcast_from_rank0/b:0", "broadcast_from_rank0/step:0"]
+    assert npu.calls("broadcast_run") == [{"count": 3, "root_rank": 0}]
+    (allreduce,) = npu.calls("hccl_allreduce")
+    assert (allreduce["reduction"], allreduce["shape"]) == ("sum", [5])
+    # The double's sum over 2 identical ranks divided by 2: the values themselves; b saw the bump first.
+    np.testing.assert_allclose(values[0], [[1.0, 2.0], [3.0, 4.0]])
+    assert values[1] == 6.0 and values[2] == 7

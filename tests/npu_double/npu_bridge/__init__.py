@@ -2,3 +2,4 @@
 from npu_bridge import _recorder
 
 _recorder.install()
+_recorder.dump_at_exit_if_asked()

@@ -2,8 +2,18 @@
 
 CALLS is a list of (name, kwargs) tuples in call order. Names: 'Session' (config),
 'loop_run' (iterations), 'dropout' (keep_prob, ...), 'set_iteration_per_loop', 'NPUDistributedOptimizer',
-'allreduce', 'NPULossScaleOptimizer', 'FixedLossScaleManager', 'ExponentialUpdateLossScaleManager'.
+'allreduce', 'NPULossScaleOptimizer', 'FixedLossScaleManager', 'ExponentialUpdateLossScaleManager',
+'broadcast' (tensors, root_rank), 'broadcast_run' (count), 'hccl_allreduce' (reduction, tensor, shape),
+'environment' (pid and rank variables, first when NPU_DOUBLE_CALLS_DIR is set).
+
+With NPU_DOUBLE_CALLS_DIR set, each process writes its CALLS at exit to
+$NPU_DOUBLE_CALLS_DIR/calls_rank<RANK_ID>.json (see dump()).
 """
+import atexit
+import base64
+import json
+import os
+
 from tensorflow.python.client import session as _session
 from tensorflow.python.util import nest
 
@@ -71,6 +81,34 @@ def _patched_run(self, fetches, feed_dict=None, options=None, run_metadata=None)
     for _ in range(iterations):
         result = _ORIGINAL["run"](self, fetches, feed_dict, options, run_metadata)
     return result
+
+
+def _encode(value):
+    """JSON for a recorded value: plain values and lists of them as they are, protobufs as base64,
+    anything else as its type name."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_encode(item) for item in value]
+    if hasattr(value, "SerializeToString"):
+        return {"proto": base64.b64encode(value.SerializeToString()).decode("ascii")}
+    return {"type": type(value).__name__}
+
+
+def dump(path):
+    """Writes CALLS to `path` as [[name, {key: value}], ...]."""
+    with open(path, "w") as handle:
+        json.dump([[name, {k: _encode(v) for k, v in kwargs.items()}] for name, kwargs in CALLS], handle)
+
+
+def dump_at_exit_if_asked():
+    """With NPU_DOUBLE_CALLS_DIR: records this process and its rank variables, and dumps CALLS at exit."""
+    folder = os.environ.get("NPU_DOUBLE_CALLS_DIR")
+    if folder:
+        record("environment", pid=os.getpid(),
+               **{name: os.environ.get(name) for name in ("RANK_ID", "RANK_SIZE", "ASCEND_DEVICE_ID", "JOB_ID",
+                                                          "RANK_TABLE_FILE")})
+        atexit.register(dump, os.path.join(folder, "calls_rank%s.json" % (os.environ.get("RANK_ID") or "0")))
 
 
 def install():

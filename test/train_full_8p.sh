@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# ModelZoo test script, 8 Ascend devices (RANK_SIZE, default 8, of the rank table RANK_TABLE_FILE):
+# one training process per device, then evaluation on rank 0's device; prints the "Final result"
+# block and writes test/output/<rank 0's device>/${CaseName}.log (CaseName ..._8p_acc).
+#
+#   python3 scripts/make_rank_table.py --output=rank_table_8p.json
+#   RANK_TABLE_FILE=$PWD/rank_table_8p.json bash test/train_full_8p.sh --data_path=/data/imagenet_tfrecords
+#
+# Per-device logs: test/output/<device>/train_<device>.log. The options and the implementation are
+# those of train_full_1p.sh (see --help), which runs one process per device because this script's
+# name does not hold "_1p".
+# shellcheck disable=SC1091
+source "$(dirname "${BASH_SOURCE[0]}")/train_full_1p.sh"
