@@ -1,0 +1,116 @@
+"""Transfer learning as a user runs it: real ImageNet-pretrained Lite0 weights fine-tuned on a few digits
+per class with train.py's defaults plus --epochs (and a small image size and batch, for speed), validated
+during training through test.py's code, against the same steps from scratch; best/, early stopping and
+resume after SIGKILL."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO_ROOT, run_python
+import evaluation
+import pretrained_weights
+import training_policy
+import transfer_data
+
+# 10 training digits per class (100 images), the demo's 359 validation digits, 64 px, 10 epochs = 63 steps.
+FINE_TUNING_FLAGS = ["--image_size=64", "--batch_size=16", "--epochs=10"]
+VALIDATION_LINE = re.compile(r"validation: step (\d+) epoch \S+ loss (\S+) top1 (\S+) top5 (\S+)")
+
+
+@pytest.fixture(scope="module")
+def few_shot_data(tmp_path_factory):
+    return transfer_data.few_shot_digits(str(tmp_path_factory.mktemp("few_shot_digits")), train_per_class=10)
+
+
+@pytest.fixture(scope="module")
+def lite0_weights(tmp_path_factory):
+    return pretrained_weights.convert_real_lite0(tmp_path_factory.mktemp("lite0_weights"))
+
+
+def _train(data, folder, weights, flags):
+    result = run_python(["train.py", "--TMP_DATA_PATH=%s" % data, "--TMP_MODEL_PATH=%s" % (folder / "model"),
+                         "--TMP_LOG_PATH=%s" % (folder / "log"), "--TMP_WEIGHTS_PATH=%s" % weights] + flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    validations = [(int(m.group(1)), float(m.group(3))) for m in VALIDATION_LINE.finditer(result.stderr)]
+    return {"result": result, "model": folder / "model", "log": folder / "log", "validations": validations}
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(few_shot_data, lite0_weights, tmp_path_factory):
+    return _train(few_shot_data, tmp_path_factory.mktemp("fine_tuned"), lite0_weights, FINE_TUNING_FLAGS)
+
+
+@pytest.fixture(scope="module")
+def from_scratch(few_shot_data, tmp_path_factory):
+    return _train(few_shot_data, tmp_path_factory.mktemp("scratch"), "",
+                  FINE_TUNING_FLAGS + ["--model_name=efficientnet-lite0"])
+
+
+def test_pretrained_weights_with_the_defaults_beat_scratch(fine_tuned, from_scratch):
+    assert "loaded pretrained raw weights" in fine_tuned["result"].stderr
+    steps = [step for step, _ in fine_tuned["validations"]]
+    assert steps == [13, 26, 39, 52, 63]  # the automatic cadence: 5 validations, the last at the end
+    assert [step for step, _ in from_scratch["validations"]] == steps
+    pretrained, scratch = fine_tuned["validations"][-1][1], from_scratch["validations"][-1][1]
+    assert pretrained >= 0.7, fine_tuned["result"].stderr[-3000:]
+    assert pretrained >= scratch + 0.4, (pretrained, scratch)
+
+
+def test_last_validation_equals_test_py(fine_tuned, few_shot_data):
+    last_top1 = fine_tuned["validations"][-1][1]
+    assert "Final Validation Accuracy : %.4f" % last_top1 in fine_tuned["result"].stdout
+    tested = run_python(["test.py", "--TMP_DATA_PATH=%s" % few_shot_data, "--TMP_MODEL_PATH=%s" % fine_tuned["model"],
+                         "--batch_size=16"])
+    assert tested.returncode == 0, tested.stderr
+    assert "Top-1 acc: %.4f" % last_top1 in tested.stdout
+
+
+def test_best_checkpoint_and_validation_records(fine_tuned, few_shot_data):
+    model = fine_tuned["model"]
+    history = json.loads((model / training_policy.HISTORY_FILE).read_text())
+    assert [(e["step"], round(e["top1"], 4)) for e in history] == fine_tuned["validations"]
+    best = training_policy.best_entry(history)
+    config = json.loads((model / "best" / "run_config.json").read_text())
+    assert config["best_step"] == best["step"] and config["model_name"] == "efficientnet-lite0"
+    assert (model / "best" / "labels.txt").is_file()
+    result = evaluation.evaluate(few_shot_data, str(model / "best"), 16)
+    assert result["checkpoint"].endswith("model.ckpt-%d" % best["step"])
+    assert result["top1"] == pytest.approx(best["top1"], abs=1e-6)
+    assert os.listdir(str(fine_tuned["log"] / "eval"))  # TensorBoard's `eval` run
+    cost = re.search(r"validation: 5 evaluation\(s\) took \S+ s, (\S+)% of the run", fine_tuned["result"].stderr)
+    assert cost and float(cost.group(1)) < 50
+
+
+def test_early_stopping_and_resume_after_sigkill_keep_the_best(few_shot_data, tmp_path):
+    """Weights that cannot change (learning rate 0, frozen statistics, no EMA) give equal validations, so
+    the first stays the best: a resumed run that forgot it would put a later step into best/."""
+    model = tmp_path / "model"
+    command = [sys.executable, "train.py", "--TMP_DATA_PATH=%s" % few_shot_data, "--TMP_MODEL_PATH=%s" % model,
+               "--TMP_LOG_PATH=%s" % (tmp_path / "log"), "--TMP_WEIGHTS_PATH=", "--image_size=32", "--batch_size=8",
+               "--max_steps=40", "--learning_rate=0", "--batch_norm_momentum=1", "--moving_average_decay=0",
+               "--eval_every_n_steps=2", "--early_stopping_patience=2"]
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    first = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and first.poll() is None and not (model / training_policy.HISTORY_FILE).exists():
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert (model / training_policy.HISTORY_FILE).exists()
+
+    second = run_python(command[1:])
+    assert second.returncode == 0, second.stderr[-3000:]
+    history = json.loads((model / training_policy.HISTORY_FILE).read_text())
+    assert history[0]["step"] == 2
+    assert [e["step"] for e in history] == [2, 4, 6]  # stopped after 2 validations without improvement
+    assert "early stopping: 2 validations without a better top-1" in second.stderr
+    assert json.loads((model / "best" / "run_config.json").read_text())["best_step"] == 2
+    assert sorted(os.listdir(str(model / "best"))) == sorted(
+        ["checkpoint", "labels.txt", "model.ckpt-2.data-00000-of-00001", "model.ckpt-2.index", "run_config.json"])
+    assert "model.ckpt-6.index" in os.listdir(str(model)) and "model.ckpt-40.index" not in os.listdir(str(model))
