@@ -1,4 +1,6 @@
 """Evaluation of a checkpoint on the validation split: every image exactly once, top-1 and top-5."""
+import csv
+import os
 import sys
 import time
 
@@ -11,9 +13,13 @@ import common_flags  # noqa: F401  (defines the shared flags)
 import device
 import efficientnet_builder
 import preprocess
+import run_config
 
 flags.DEFINE_enum("use_ema", "auto", checkpoint_utils.USE_EMA_CHOICES,
                   "Evaluate the EMA shadows of the weights; auto = when the checkpoint has them.")
+flags.DEFINE_string("report_dir", None, "Folder for per_class.csv, confusion.csv and misclassified.csv; default: "
+                    "eval_<step> beside the checkpoint (a new eval_<step>.N when that exists).")
+MAX_PRINTED_CLASSES = 20
 FLAGS = flags.FLAGS
 
 
@@ -117,6 +123,81 @@ def evaluate(data_path, checkpoint, batch_size, use_ema="auto", model_name=None,
     return result
 
 
+def class_report(labels, predictions, num_classes):
+    """(per_class [(images, correct)], confusion [true][predicted] counts, misclassified record indices)."""
+    confusion = np.zeros([num_classes, num_classes], np.int64)
+    np.add.at(confusion, (labels, predictions), 1)
+    per_class = [(int(confusion[c].sum()), int(confusion[c, c])) for c in range(num_classes)]
+    return per_class, confusion, np.nonzero(labels != predictions)[0]
+
+
+def _report_folder(report_dir, prefix):
+    if report_dir:
+        return report_dir
+    base = os.path.join(os.path.dirname(prefix), "eval_%s" % (checkpoint_utils.checkpoint_step(prefix) or "0"))
+    folder, number = base, 1
+    while os.path.exists(folder):
+        folder, number = "%s.%d" % (base, number), number + 1
+    return folder
+
+
+def write_reports(result, names, report_dir=None):
+    """Writes per_class.csv, confusion.csv and misclassified.csv; returns the folder, or None (with a
+    warning) when it cannot be written."""
+    labels, predictions = result["labels"], result["predictions"][:, 0]
+    per_class, confusion, wrong = class_report(labels, predictions, result["num_classes"])
+    folder = _report_folder(report_dir, result["checkpoint"])
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "per_class.csv"), "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["index", "class", "images", "correct", "accuracy"])
+            for index, (images, correct) in enumerate(per_class):
+                if images:
+                    writer.writerow([index, names[index], images, correct, "%.4f" % (correct / float(images))])
+        with open(os.path.join(folder, "confusion.csv"), "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["true \\ predicted"] + names)
+            for index, row in enumerate(confusion):
+                writer.writerow([names[index]] + [int(v) for v in row])
+        with open(os.path.join(folder, "misclassified.csv"), "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["record", "true_index", "true_class", "predicted_index", "predicted_class"])
+            for record in wrong:
+                writer.writerow([int(record), int(labels[record]), names[labels[record]], int(predictions[record]),
+                                 names[predictions[record]]])
+    except OSError as error:
+        logging.warning("reports not written to %s (%s): pass --report_dir", folder, error.strerror)
+        return None
+    return folder
+
+
+def _print_class_report(result, names):
+    labels, predictions = result["labels"], result["predictions"][:, 0]
+    per_class, confusion, wrong = class_report(labels, predictions, result["num_classes"])
+    present = [c for c, (images, _) in enumerate(per_class) if images]
+    if len(present) > MAX_PRINTED_CLASSES:
+        return
+    width = max(len(names[c]) for c in present)
+    print("Per-class accuracy:")
+    for c in present:
+        images, correct = per_class[c]
+        print("  %-*s %.4f (%d/%d)" % (width, names[c], correct / float(images), correct, images))
+    print("Confusion matrix (rows: true class, columns: predicted):")
+    print("  %-*s %s" % (width, "", " ".join("%5s" % names[c][:5] for c in present)))
+    for c in present:
+        print("  %-*s %s" % (width, names[c], " ".join("%5d" % confusion[c, p] for p in present)))
+    print("Misclassified records (validation order): %s%s" % (
+        " ".join(str(int(i)) for i in wrong[:50]), " ..." if len(wrong) > 50 else ""))
+
+
+def class_names(prefix, data_path, num_classes):
+    """Names from the model's labels.txt, else the data's, else the class indices."""
+    path = run_config.labels_file(prefix) or preprocess.read_dataset_info(data_path)["labels_file"]
+    names = preprocess.load_labels(path) if path and os.path.isfile(path) else []
+    return [names[i] if i < len(names) else str(i) for i in range(num_classes)]
+
+
 def main_from_flags():
     """Evaluates TMP_MODEL_PATH on TMP_DATA_PATH as the flags say and prints the results."""
     result = evaluate(FLAGS.TMP_DATA_PATH, FLAGS.TMP_MODEL_PATH, FLAGS.batch_size, FLAGS.use_ema,
@@ -126,5 +207,10 @@ def main_from_flags():
     print("Images evaluated: %d" % result["count"])
     print("Top-1 acc: %.4f" % result["top1"])
     print("Top-5 acc: %.4f" % result["top5"])
+    names = class_names(result["checkpoint"], FLAGS.TMP_DATA_PATH, result["num_classes"])
+    _print_class_report(result, names)
+    folder = write_reports(result, names, FLAGS.report_dir)
+    if folder:
+        print("Reports (per_class.csv, confusion.csv, misclassified.csv): %s" % folder)
     sys.stdout.flush()
     return result

@@ -2,6 +2,7 @@
 per class with train.py's defaults plus --epochs (and a small image size and batch, for speed), validated
 during training through test.py's code, against the same steps from scratch; best/, early stopping and
 resume after SIGKILL."""
+import csv
 import json
 import os
 import re
@@ -19,7 +20,9 @@ import training_policy
 import transfer_data
 
 # 10 training digits per class (100 images), the demo's 359 validation digits, 64 px, 10 epochs = 63 steps.
-FINE_TUNING_FLAGS = ["--image_size=64", "--batch_size=16", "--epochs=10"]
+# Digits are no photos: like the demo recipe they want large crops and no flips (data-specific flags, the
+# same for both runs); the fine-tuning recipe itself is train.py's defaults.
+FINE_TUNING_FLAGS = ["--image_size=64", "--batch_size=16", "--epochs=10", "--min_crop_area=0.75", "--norandom_flip"]
 VALIDATION_LINE = re.compile(r"validation: step (\d+) epoch \S+ loss (\S+) top1 (\S+) top5 (\S+)")
 
 
@@ -69,6 +72,40 @@ def test_last_validation_equals_test_py(fine_tuned, few_shot_data):
                          "--batch_size=16"])
     assert tested.returncode == 0, tested.stderr
     assert "Top-1 acc: %.4f" % last_top1 in tested.stdout
+
+    # The reports a person reads: printed for 10 classes, and as CSV files beside the checkpoint.
+    reports = fine_tuned["model"] / "eval_63"
+    assert "Reports (per_class.csv, confusion.csv, misclassified.csv): %s" % reports in tested.stdout
+    assert "Confusion matrix (rows: true class, columns: predicted):" in tested.stdout
+    per_class = list(csv.DictReader((reports / "per_class.csv").open()))
+    assert [row["class"] for row in per_class] == [str(digit) for digit in range(10)]  # labels.txt names
+    images = sum(int(row["images"]) for row in per_class)
+    correct = sum(int(row["correct"]) for row in per_class)
+    assert images == 359 and "%.4f" % (correct / 359.0) == "%.4f" % last_top1
+    confusion = list(csv.reader((reports / "confusion.csv").open()))[1:]
+    assert sum(int(row[1 + i]) for i, row in enumerate(confusion)) == correct
+    assert sum(int(v) for row in confusion for v in row[1:]) == 359
+    wrong = list(csv.DictReader((reports / "misclassified.csv").open()))
+    assert len(wrong) == 359 - correct and all(row["true_index"] != row["predicted_index"] for row in wrong)
+
+
+def test_predict_writes_a_csv(fine_tuned, fixture_dir, tmp_path):
+    photos = os.path.join(fixture_dir, "photos")
+    output = tmp_path / "predictions.csv"
+    command = ["predict.py", "--checkpoint=%s" % (fine_tuned["model"] / "best"), "--top_k=3",
+               "--output_csv=%s" % output, photos]
+    result = run_python(command)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.reader(output.open()))
+    assert rows[0] == ["path", "class_1", "index_1", "probability_1", "class_2", "index_2", "probability_2",
+                       "class_3", "index_3", "probability_3"]
+    assert sorted(os.path.basename(row[0]) for row in rows[1:]) == sorted(os.listdir(photos))
+    for row in rows[1:]:
+        probabilities = [float(row[3]), float(row[6]), float(row[9])]
+        assert probabilities == sorted(probabilities, reverse=True) and row[1] == row[2]  # digit names
+    again = run_python(command)  # an existing file is never overwritten
+    assert again.returncode != 0 and again.stderr.strip().endswith("already exists: pass a new file name (or "
+                                                                   "remove it)")
 
 
 def test_best_checkpoint_and_validation_records(fine_tuned, few_shot_data):
