@@ -465,7 +465,8 @@ def _validation(dev, model_dir, info, graph, settings, steps_per_epoch, total_st
     else:  # unknown count (no dataset_info.json): treated as large
         validation_images = info["num_examples"]["validation"] or training_policy.AUTO_VALIDATION_MAX_IMAGES + 1
     interval = training_policy.evaluation_interval(FLAGS.eval_every_n_epochs, FLAGS.eval_every_n_steps,
-                                                   steps_per_epoch, total_steps, validation_images)
+                                                   steps_per_epoch, total_steps, validation_images,
+                                                   FLAGS.batch_size * dev.rank_size)
     if FLAGS.early_stopping_patience and (interval == 0 or dev.rank_size > 1):
         raise TrainingError("--early_stopping_patience needs validation on one device: pass "
                             "--eval_every_n_epochs (and TMP_DATA_PATH with validation-* records), or drop it")

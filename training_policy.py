@@ -44,10 +44,11 @@ def batch_norm_momentum(total_steps, official=OFFICIAL_BATCH_NORM_MOMENTUM):
     return min(official, max(0.5, 1.0 - 1.0 / max(memory_steps, 1.0)))
 
 
-def evaluation_interval(every_n_epochs, every_n_steps, steps_per_epoch, total_steps, validation_images):
-    """Steps between validations (0 = none). every_n_steps > 0 wins; every_n_epochs None = automatic:
-    AUTO_EVALUATIONS_PER_RUN evaluations for a validation split of up to AUTO_VALIDATION_MAX_IMAGES
-    images, none for larger or missing ones; 0 = off."""
+def evaluation_interval(every_n_epochs, every_n_steps, steps_per_epoch, total_steps, validation_images,
+                        global_batch):
+    """Steps between validations (0 = none). every_n_steps > 0 wins; every_n_epochs None = automatic for a
+    validation split of up to AUTO_VALIDATION_MAX_IMAGES images (none for larger or missing ones): up to
+    AUTO_EVALUATIONS_PER_RUN a run, at least as many images trained as validated in between; 0 = off."""
     if not validation_images:
         return 0
     if every_n_steps > 0:
@@ -55,7 +56,8 @@ def evaluation_interval(every_n_epochs, every_n_steps, steps_per_epoch, total_st
     if every_n_epochs is None:
         if validation_images > AUTO_VALIDATION_MAX_IMAGES:
             return 0
-        return max(1, int(math.ceil(total_steps / float(AUTO_EVALUATIONS_PER_RUN))))
+        return max(int(math.ceil(total_steps / float(AUTO_EVALUATIONS_PER_RUN))),
+                   int(math.ceil(validation_images / float(global_batch))))
     if every_n_epochs <= 0:
         return 0
     return max(1, int(round(every_n_epochs * steps_per_epoch)))

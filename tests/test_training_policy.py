@@ -4,15 +4,17 @@ import training_policy
 
 
 def test_evaluation_interval():
-    # Automatic: 5 validations a run for small validation splits, none for ImageNet-sized or missing ones.
-    assert training_policy.evaluation_interval(None, 0, 6.25, 63, 359) == 13
-    assert training_policy.evaluation_interval(None, 0, 5005, 350 * 5005, 50000) == 0
-    assert training_policy.evaluation_interval(None, 0, 6.25, 63, 0) == 0
-    assert training_policy.evaluation_interval(2, 0, 6.25, 63, 359) == 12
-    assert training_policy.evaluation_interval(0, 0, 6.25, 63, 359) == 0
-    assert training_policy.evaluation_interval(2, 5, 6.25, 63, 50000) == 5
-    steps = [s for s in range(1, 64) if training_policy.is_evaluation_step(s, 13, 63)]
-    assert steps == [13, 26, 39, 52, 63]
+    # Automatic: up to 5 validations a run for small validation splits, with at least as many images trained
+    # as validated in between; none for ImageNet-sized or missing ones.
+    assert training_policy.evaluation_interval(None, 0, 44.9, 1000, 359, 32) == 200  # the demo
+    assert training_policy.evaluation_interval(None, 0, 6.25, 63, 359, 16) == 23
+    assert training_policy.evaluation_interval(None, 0, 5005, 350 * 5005, 50000, 256) == 0
+    assert training_policy.evaluation_interval(None, 0, 6.25, 63, 0, 16) == 0
+    assert training_policy.evaluation_interval(2, 0, 6.25, 63, 359, 16) == 12
+    assert training_policy.evaluation_interval(0, 0, 6.25, 63, 359, 16) == 0
+    assert training_policy.evaluation_interval(2, 5, 6.25, 63, 50000, 16) == 5
+    steps = [s for s in range(1, 64) if training_policy.is_evaluation_step(s, 23, 63)]
+    assert steps == [23, 46, 63]
 
 
 def test_batch_norm_momentum_is_official_for_long_runs_and_forgets_in_short_ones():
