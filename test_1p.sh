@@ -17,7 +17,6 @@ TMP_LOG_PATH="${TMP_LOG_PATH:-$ROOT/log}"           # where the text log goes
 
 # shellcheck disable=SC1091
 source "$ROOT/scripts/env.sh"
-export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-1}"   # TensorFlow's C++ INFO lines off, warnings kept
 
 mkdir -p "$TMP_LOG_PATH"
 log_file="$TMP_LOG_PATH/test_$(date +%Y%m%d_%H%M%S).log"

@@ -32,7 +32,6 @@ fi
 
 # shellcheck disable=SC1091
 source "$ROOT/scripts/env.sh"
-export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-1}"   # TensorFlow's C++ INFO lines off, warnings kept
 
 mkdir -p "$TMP_LOG_PATH"
 log_file="$TMP_LOG_PATH/train_$(date +%Y%m%d_%H%M%S).log"
