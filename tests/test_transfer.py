@@ -10,25 +10,28 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
+from absl import flags
 
 from conftest import REPO_ROOT, run_python
+import device
 import evaluation
 import pretrained_weights
 import training_policy
 import transfer_data
 
-# 10 training digits per class (100 images), the demo's 359 validation digits, 64 px, 10 epochs = 63 steps.
+# 4 training digits per class (40 images), the demo's 359 validation digits, 64 px, 15 epochs = 38 steps.
 # Digits are no photos: like the demo recipe they want large crops and no flips (data-specific flags, the
 # same for both runs); the fine-tuning recipe itself is train.py's defaults.
-FINE_TUNING_FLAGS = ["--image_size=64", "--batch_size=16", "--epochs=10", "--min_crop_area=0.75", "--norandom_flip"]
+FINE_TUNING_FLAGS = ["--image_size=64", "--batch_size=16", "--epochs=15", "--min_crop_area=0.75", "--norandom_flip"]
 VALIDATION_LINE = re.compile(r"validation: step (\d+) epoch \S+ loss (\S+) top1 (\S+) top5 (\S+)")
 
 
 @pytest.fixture(scope="module")
 def few_shot_data(tmp_path_factory):
-    return transfer_data.few_shot_digits(str(tmp_path_factory.mktemp("few_shot_digits")), train_per_class=10)
+    return transfer_data.few_shot_digits(str(tmp_path_factory.mktemp("few_shot_digits")), train_per_class=4)
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +61,12 @@ def from_scratch(few_shot_data, tmp_path_factory):
 def test_pretrained_weights_with_the_defaults_beat_scratch(fine_tuned, from_scratch):
     assert "loaded pretrained raw weights" in fine_tuned["result"].stderr
     steps = [step for step, _ in fine_tuned["validations"]]
-    assert steps == [23, 46, 63]  # the automatic cadence, the last at the end
+    assert steps == [23, 38]  # the automatic cadence (as many images trained as validated between), the end
     assert [step for step, _ in from_scratch["validations"]] == steps
     pretrained, scratch = fine_tuned["validations"][-1][1], from_scratch["validations"][-1][1]
-    assert pretrained >= 0.7, fine_tuned["result"].stderr[-3000:]
-    assert pretrained >= scratch + 0.4, (pretrained, scratch)
+    # Measured here: 0.694 and 0.811 against 0.362 and 0.398 from scratch (README, Transfer learning).
+    assert pretrained >= 0.55, fine_tuned["result"].stderr[-3000:]
+    assert pretrained >= scratch + 0.2, (pretrained, scratch)
 
 
 def test_last_validation_equals_test_py(fine_tuned, few_shot_data):
@@ -74,7 +78,7 @@ def test_last_validation_equals_test_py(fine_tuned, few_shot_data):
     assert "Top-1 acc: %.4f" % last_top1 in tested.stdout
 
     # The reports a person reads: printed for 10 classes, and as CSV files beside the checkpoint.
-    reports = fine_tuned["model"] / "eval_63"
+    reports = fine_tuned["model"] / "eval_38"
     assert "Reports (per_class.csv, confusion.csv, misclassified.csv): %s" % reports in tested.stdout
     assert "Confusion matrix (rows: true class, columns: predicted):" in tested.stdout
     per_class = list(csv.DictReader((reports / "per_class.csv").open()))
@@ -116,11 +120,13 @@ def test_best_checkpoint_and_validation_records(fine_tuned, few_shot_data):
     config = json.loads((model / "best" / "run_config.json").read_text())
     assert config["best_step"] == best["step"] and config["model_name"] == "efficientnet-lite0"
     assert (model / "best" / "labels.txt").is_file()
-    result = evaluation.evaluate(few_shot_data, str(model / "best"), 16)
+    cpu = device.Device("cpu", types.SimpleNamespace(
+        **{flag.name: flag.default for flag in flags.FLAGS.get_flags_for_module(device)}))
+    result = evaluation.evaluate(few_shot_data, str(model / "best"), 16, dev=cpu)
     assert result["checkpoint"].endswith("model.ckpt-%d" % best["step"])
     assert result["top1"] == pytest.approx(best["top1"], abs=1e-6)
     assert os.listdir(str(fine_tuned["log"] / "eval"))  # TensorBoard's `eval` run
-    cost = re.search(r"validation: 3 evaluation\(s\) took \S+ s, (\S+)% of the run", fine_tuned["result"].stderr)
+    cost = re.search(r"validation: 2 evaluation\(s\) took \S+ s, (\S+)% of the run", fine_tuned["result"].stderr)
     assert cost and float(cost.group(1)) < 50
 
 
