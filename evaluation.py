@@ -18,7 +18,8 @@ import run_config
 flags.DEFINE_enum("use_ema", "auto", checkpoint_utils.USE_EMA_CHOICES,
                   "Evaluate the EMA shadows of the weights; auto = when the checkpoint has them.")
 flags.DEFINE_string("report_dir", None, "Folder for per_class.csv, confusion.csv and misclassified.csv; default: "
-                    "eval_<step> beside the checkpoint (a new eval_<step>.N when that exists).")
+                    "eval_<step> beside a checkpoint train.py wrote (a new eval_<step>.N when that exists); none "
+                    "for other checkpoints.")
 MAX_PRINTED_CLASSES = 20
 FLAGS = flags.FLAGS
 
@@ -132,8 +133,12 @@ def class_report(labels, predictions, num_classes):
 
 
 def _report_folder(report_dir, prefix):
+    """report_dir, else eval_<step> beside a checkpoint train.py wrote (never into a downloaded or shared
+    checkpoint folder), else None."""
     if report_dir:
         return report_dir
+    if not run_config.read(prefix):
+        return None
     base = os.path.join(os.path.dirname(prefix), "eval_%s" % (checkpoint_utils.checkpoint_step(prefix) or "0"))
     folder, number = base, 1
     while os.path.exists(folder):
@@ -142,11 +147,15 @@ def _report_folder(report_dir, prefix):
 
 
 def write_reports(result, names, report_dir=None):
-    """Writes per_class.csv, confusion.csv and misclassified.csv; returns the folder, or None (with a
-    warning) when it cannot be written."""
+    """Writes per_class.csv, confusion.csv and misclassified.csv; returns the folder, or None (logged) when
+    there is none to write to."""
     labels, predictions = result["labels"], result["predictions"][:, 0]
     per_class, confusion, wrong = class_report(labels, predictions, result["num_classes"])
     folder = _report_folder(report_dir, result["checkpoint"])
+    if folder is None:
+        logging.info("per-class reports not written: %s was not written by train.py; pass --report_dir",
+                     os.path.dirname(result["checkpoint"]))
+        return None
     try:
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, "per_class.csv"), "w", newline="") as handle:
