@@ -471,7 +471,8 @@ def _validation(dev, model_dir, info, graph, settings, steps_per_epoch, total_st
         raise TrainingError("--early_stopping_patience needs validation on one device: pass "
                             "--eval_every_n_epochs (and TMP_DATA_PATH with validation-* records), or drop it")
     if interval == 0 or dev.rank_id != 0:
-        logging.info("no validation during training%s", "" if validation_images else " (no validation records)")
+        logging.info("no validation during training (%s)", "see --eval_every_n_epochs" if validation_images
+                     else "no validation records")
         return None
     logging.info("validating every %d steps and at the end", interval)
     evaluator = evaluation.Evaluator(FLAGS.TMP_DATA_PATH, settings["model_name"], settings["num_classes"],

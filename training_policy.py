@@ -48,7 +48,8 @@ def evaluation_interval(every_n_epochs, every_n_steps, steps_per_epoch, total_st
                         global_batch):
     """Steps between validations (0 = none). every_n_steps > 0 wins; every_n_epochs None = automatic for a
     validation split of up to AUTO_VALIDATION_MAX_IMAGES images (none for larger or missing ones): up to
-    AUTO_EVALUATIONS_PER_RUN a run, at least as many images trained as validated in between; 0 = off."""
+    AUTO_EVALUATIONS_PER_RUN a run, at least as many images trained as validated in between (so none in runs
+    that train fewer images than the split holds); 0 = off."""
     if not validation_images:
         return 0
     if every_n_steps > 0:
@@ -56,8 +57,9 @@ def evaluation_interval(every_n_epochs, every_n_steps, steps_per_epoch, total_st
     if every_n_epochs is None:
         if validation_images > AUTO_VALIDATION_MAX_IMAGES:
             return 0
-        return max(int(math.ceil(total_steps / float(AUTO_EVALUATIONS_PER_RUN))),
-                   int(math.ceil(validation_images / float(global_batch))))
+        interval = max(int(math.ceil(total_steps / float(AUTO_EVALUATIONS_PER_RUN))),
+                       int(math.ceil(validation_images / float(global_batch))))
+        return interval if interval <= total_steps else 0  # a run shorter than one validation pass: none
     if every_n_epochs <= 0:
         return 0
     return max(1, int(round(every_n_epochs * steps_per_epoch)))

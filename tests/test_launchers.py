@@ -67,7 +67,7 @@ def test_train_1p_writes_checkpoints_and_log(trained):
     assert "Final Performance images/sec :" in output  # tee: the terminal gets it too
     # The package's own lines, not screens of TensorFlow deprecation notices or doubled INFO lines.
     assert "deprecated" not in log and "Instructions for updating" not in log and "INFO:tensorflow" not in log
-    assert "validation: step 4 epoch" in log and "Final Validation Accuracy :" in log
+    assert "no validation during training" in log  # 32 images trained: fewer than one validation pass
 
 
 def test_test_1p_prints_accuracy(trained, tmp_path):

@@ -10,6 +10,7 @@ def test_evaluation_interval():
     assert training_policy.evaluation_interval(None, 0, 6.25, 63, 359, 16) == 23
     assert training_policy.evaluation_interval(None, 0, 5005, 350 * 5005, 50000, 256) == 0
     assert training_policy.evaluation_interval(None, 0, 6.25, 63, 0, 16) == 0
+    assert training_policy.evaluation_interval(None, 0, 180, 4, 359, 8) == 0  # 32 images trained, 359 to validate
     assert training_policy.evaluation_interval(2, 0, 6.25, 63, 359, 16) == 12
     assert training_policy.evaluation_interval(0, 0, 6.25, 63, 359, 16) == 0
     assert training_policy.evaluation_interval(2, 5, 6.25, 63, 50000, 16) == 5
