@@ -1,4 +1,5 @@
-"""Flags that train.py and test.py share, defined once; the TMP_* names are the ones ModelZoo users know."""
+"""Flags that train.py and test.py share, defined once (the TMP_* names are the ones ModelZoo users know),
+and the quieting of TensorFlow's log noise both tools share."""
 from absl import flags
 
 import efficientnet_builder
@@ -14,3 +15,20 @@ flags.DEFINE_integer("num_classes", 0, "Classifier width; 0 = from the dataset i
 flags.DEFINE_integer("image_size", 0, "Input resolution; 0 = the one recorded in TMP_MODEL_PATH, "
                                       "else the model's own (224 for B0).")
 flags.DEFINE_integer("batch_size", 64, "Images per step on each device.", lower_bound=1)
+
+
+def quiet_tensorflow():
+    """TensorFlow 1.15 prints dozens of deprecation notices about its own internals per run, each twice, and
+    every INFO line twice (its own handler and absl's): the logs keep one copy of each line and no
+    deprecation notices; other warnings stay."""
+    import logging
+
+    from tensorflow.python.util import deprecation
+
+    deprecation._PRINT_DEPRECATION_WARNINGS = False
+    tf_logger = logging.getLogger("tensorflow")
+    for handler in list(tf_logger.handlers):
+        tf_logger.removeHandler(handler)
+
+
+quiet_tensorflow()

@@ -21,6 +21,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 
 from absl import app
 from absl import flags
@@ -36,6 +37,8 @@ LABEL_OFFSET = 0
 JPEG_QUALITY = 95
 RECORD_NAME = re.compile(r'^(train|validation)-\d{5}-of-\d{5}$')
 READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+UNBALANCED_RATIO = 3.0
+MAX_LOGGED_CLASSES = 50
 
 
 class ConversionError(ValueError):
@@ -128,11 +131,41 @@ def _int_feature(value):
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
 
-def _write_shard(output_path, examples, input_dir):
+class Progress(object):
+    """Logs 'converted N/total images' about every tenth of the work, from the writer threads."""
+
+    def __init__(self, total):
+        self.total, self.done, self.next_report = total, 0, max(1, total // 10)
+        self.lock = threading.Lock()
+
+    def add(self):
+        with self.lock:
+            self.done += 1
+            if self.done >= self.next_report or self.done == self.total:
+                logging.info('converted %d/%d images', self.done, self.total)
+                self.next_report = self.done + max(1, self.total // 10)
+
+
+def unbalanced_warning(counts_by_class, ratio=UNBALANCED_RATIO):
+    """A sentence when the largest class has more than `ratio` times the images of the smallest, else None."""
+    if len(counts_by_class) < 2:
+        return None
+    largest = max(counts_by_class, key=counts_by_class.get)
+    smallest = min(counts_by_class, key=counts_by_class.get)
+    if counts_by_class[largest] <= ratio * counts_by_class[smallest]:
+        return None
+    return ('unbalanced classes: %s has %d images, %s only %d (more than %gx): the model will favour the large '
+            'classes; add images to the small ones, or read the per-class accuracy test.py prints'
+            % (largest, counts_by_class[largest], smallest, counts_by_class[smallest], ratio))
+
+
+def _write_shard(output_path, examples, input_dir, progress=None):
     """Writes one shard; returns (number written, unreadable paths)."""
     written, skipped = 0, []
     with tf.io.TFRecordWriter(output_path) as writer:
         for path, label, name in examples:
+            if progress is not None:
+                progress.add()
             try:
                 encoded, height, width = encode_image(path)
             except READ_ERRORS as e:
@@ -233,8 +266,9 @@ def convert(
         jobs = _shard_jobs('train', train, train_shards, staging_dir) + _shard_jobs(
             'validation', validation, validation_shards, staging_dir
         )
+        progress = Progress(len(train) + len(validation))
         with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
-            results = list(pool.map(lambda job: _write_shard(job[0], job[1], input_dir), jobs))
+            results = list(pool.map(lambda job: _write_shard(job[0], job[1], input_dir, progress), jobs))
 
         counts = {'train': 0, 'validation': 0}
         skipped = []
@@ -247,6 +281,13 @@ def convert(
             if path not in bad_paths:
                 counts_by_class[name] = counts_by_class.get(name, 0) + 1
         _check_complete(classes, counts_by_class, counts, validation_fraction, sorted(skipped))
+        for name, _ in classes[:MAX_LOGGED_CLASSES]:
+            logging.info('class %s: %d images', name, counts_by_class[name])
+        if len(classes) > MAX_LOGGED_CLASSES:
+            logging.info('... and %d more classes', len(classes) - MAX_LOGGED_CLASSES)
+        warning = unbalanced_warning(counts_by_class)
+        if warning:
+            logging.warning(warning)
         with open(os.path.join(staging_dir, preprocess.LABELS_FILE), 'w') as f:
             f.writelines(name + '\n' for name, _ in classes)
         info = {
@@ -264,7 +305,8 @@ def convert(
     finally:
         shutil.rmtree(staging_dir, ignore_errors=True)
     jobs = [(os.path.join(output_dir, os.path.basename(path)), examples) for path, examples in jobs]
-    return dict(info, output_dir=output_dir, skipped=sorted(skipped), files=[path for path, _ in jobs])
+    return dict(info, output_dir=output_dir, skipped=sorted(skipped), files=[path for path, _ in jobs],
+                counts_by_class=counts_by_class, unbalanced=warning)
 
 
 FLAGS = flags.FLAGS

@@ -11,6 +11,7 @@ imagenet_classes.txt for 1000-class models, else "class N". Images get the evalu
 preprocessing (centre crop, bicubic resize). Files that are not readable images are reported and
 skipped; the exit code is 0 when at least one image was classified.
 """
+import csv
 import os
 import sys
 
@@ -48,6 +49,8 @@ def define_flags():
     flags.DEFINE_enum("use_ema", "auto", checkpoint_utils.USE_EMA_CHOICES,
                       "Restore EMA shadow weights: auto = when the checkpoint has them; false = raw weights.")
     flags.DEFINE_integer("top_k", 5, "Number of classes printed per image.")
+    flags.DEFINE_string("output_csv", None, "Also write a CSV (path, then class, index and probability of each of "
+                        "the top-k) to this new file.")
     flags.DEFINE_list("images", [], "Image files or folders (comma separated); more may follow as arguments.")
 
 
@@ -172,8 +175,9 @@ def _graph_model_name(node_names):
     return scopes.pop() if len(scopes) == 1 else None
 
 
-def predict(model, names, files, top_k=5, out=sys.stdout):
-    """Prints the top-k classes of each readable image; returns (count, [(path, reason)] skipped)."""
+def predict(model, names, files, top_k=5, out=sys.stdout, rows=None):
+    """Prints the top-k classes of each readable image, appending [path, (class, index, probability) x top_k]
+    to `rows` when given; returns (count, [(path, reason)] skipped)."""
     graph = tf.Graph()
     with graph.as_default():
         path = tf.placeholder(tf.string, [])
@@ -192,14 +196,18 @@ def predict(model, names, files, top_k=5, out=sys.stdout):
             logits, probs = model.classify(pixels)
             print(file_path, file=out)
             # Rank by logits: saturated probabilities tie at 0 and would lose the order.
-            for rank, index in enumerate(np.argsort(-logits, kind="stable")[:top_k], 1):
+            ranked = np.argsort(-logits, kind="stable")[:top_k]
+            for rank, index in enumerate(ranked, 1):
                 print("  %d. %s (%d)  %.4f" % (rank, names[index], index, probs[index]), file=out)
+            if rows is not None:
+                rows.append([file_path] + [value for index in ranked
+                                           for value in (names[index], int(index), "%.6f" % probs[index])])
             predicted += 1
     return predicted, skipped
 
 
 def run(inputs, checkpoint=None, frozen_graph=None, model_name=None, num_classes=None, image_size=None,
-        labels=None, data_path=None, use_ema="auto", top_k=5):
+        labels=None, data_path=None, use_ema="auto", top_k=5, output_csv=None):
     """Loads the model and classifies `inputs` (files or folders); returns the number of images classified."""
     if bool(checkpoint) == bool(frozen_graph):
         raise PredictError("pass exactly one of --checkpoint (folder or prefix) and --frozen_graph (.pb)")
@@ -208,6 +216,8 @@ def run(inputs, checkpoint=None, frozen_graph=None, model_name=None, num_classes
                            "--images=a.jpg,b.png")
     if top_k < 1:
         raise PredictError("--top_k must be at least 1, got %d" % top_k)
+    if output_csv and os.path.exists(output_csv):
+        raise PredictError("--output_csv %s already exists: pass a new file name (or remove it)" % output_csv)
     files, skipped = collect_images(inputs)
     for path, reason in skipped:
         print("warning: skipping %s: %s" % (path, reason), file=sys.stderr)
@@ -225,10 +235,19 @@ def run(inputs, checkpoint=None, frozen_graph=None, model_name=None, num_classes
     names = class_names(model.num_classes, labels, data_path)
     print("model: %s, %d classes, %dx%d input" % (model.source, model.num_classes, model.image_size,
                                                   model.image_size))
-    predicted, unreadable = predict(model, names, files, top_k)
+    rows = [] if output_csv else None
+    predicted, unreadable = predict(model, names, files, top_k, rows=rows)
     if not predicted:
         raise PredictError("no image could be classified (%d skipped): pass JPEG, PNG, GIF or BMP files"
                            % (len(skipped) + len(unreadable)))
+    if output_csv:
+        ranks = range(1, min(top_k, model.num_classes) + 1)
+        with open(output_csv, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path"] + [name % rank for rank in ranks
+                                        for name in ("class_%d", "index_%d", "probability_%d")])
+            writer.writerows(rows)
+        print("predictions written to %s" % output_csv)
     return predicted
 
 
@@ -236,7 +255,8 @@ def main(argv):
     tf.logging.set_verbosity(tf.logging.ERROR)
     try:
         run(list(FLAGS.images) + list(argv[1:]), FLAGS.checkpoint, FLAGS.frozen_graph, FLAGS.model_name,
-            FLAGS.num_classes, FLAGS.image_size, FLAGS.labels, FLAGS.data_path, FLAGS.use_ema, FLAGS.top_k)
+            FLAGS.num_classes, FLAGS.image_size, FLAGS.labels, FLAGS.data_path, FLAGS.use_ema, FLAGS.top_k,
+            FLAGS.output_csv)
     except (ValueError, IOError, tf.errors.OpError) as err:
         print("error: %s" % err, file=sys.stderr)
         return 1

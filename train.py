@@ -24,6 +24,7 @@ import efficientnet_builder
 import evaluation
 import preprocess
 import run_config
+import training_policy
 
 flags.DEFINE_boolean("is_training", True, "Train (True) or only evaluate TMP_MODEL_PATH on the validation split.")
 flags.DEFINE_float("epochs", 1.0, "Epochs to train; ignored when --max_steps > 0.")
@@ -50,6 +51,9 @@ flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing of the cross-entropy
 flags.DEFINE_float("moving_average_decay", 0.9999,
                    "Decay of the exponential moving average of the weights; 0 turns it off.")
 flags.DEFINE_float("dropout_rate", None, "Head dropout; default: the model's (0.2 for B0).")
+flags.DEFINE_float("batch_norm_momentum", None,
+                   "Momentum of the batch-norm moving statistics; default: 0.99 for runs of 1000 steps or more, "
+                   "less for shorter ones (see training_policy.batch_norm_momentum).")
 flags.DEFINE_float("survival_prob", None, "Stochastic-depth survival probability of the last block; default 0.8.")
 flags.DEFINE_enum("augment", "none", ("none", "autoaugment", "randaugment"), "Extra training augmentation.")
 flags.DEFINE_integer("randaug_num_layers", 2, "RandAugment: operations per image.")
@@ -67,6 +71,14 @@ flags.DEFINE_integer("seed", None, "Graph-level random seed (initialisation, shu
                                    "multi-device run uses seed + r and starts from rank 0's variables.")
 flags.DEFINE_boolean("freeze_base", False,
                      "Train only head/dense; the rest runs in inference mode (for transfer learning).")
+flags.DEFINE_float("eval_every_n_epochs", None,
+                   "Validate every N epochs (and at the end); default: %d times a run for validation splits of up "
+                   "to %d images, never for larger ones; 0 = off." % (training_policy.AUTO_EVALUATIONS_PER_RUN,
+                                                                       training_policy.AUTO_VALIDATION_MAX_IMAGES))
+flags.DEFINE_integer("eval_every_n_steps", 0, "Validate every N steps (and at the end); wins over --eval_every_n_epochs.")
+flags.DEFINE_integer("early_stopping_patience", 0,
+                     "Stop after this many validations without a better top-1 than the best (kept in "
+                     "TMP_MODEL_PATH/best/); 0 = off.")
 FLAGS = flags.FLAGS
 
 IMAGENET_TRAIN_SHARDS = 1024
@@ -91,6 +103,11 @@ def _check_flags():
     for name in ("save_checkpoints_steps", "keep_checkpoint_max", "image_num"):
         if getattr(FLAGS, name) < 0:
             problems.append("--%s=%d must be >= 0" % (name, getattr(FLAGS, name)))
+    for name in ("eval_every_n_steps", "early_stopping_patience"):
+        if getattr(FLAGS, name) < 0:
+            problems.append("--%s=%d must be >= 0" % (name, getattr(FLAGS, name)))
+    if FLAGS.eval_every_n_epochs is not None and FLAGS.eval_every_n_epochs < 0:
+        problems.append("--eval_every_n_epochs=%g must be >= 0" % FLAGS.eval_every_n_epochs)
     if FLAGS.log_every_n_steps < 1:
         problems.append("--log_every_n_steps=%d must be >= 1" % FLAGS.log_every_n_steps)
     if problems:
@@ -149,22 +166,6 @@ def _train_image_count(train_files, info):
     return count
 
 
-def _learning_rate(global_step, steps_per_epoch, total_steps):
-    step = tf.cast(global_step, tf.float32)
-    peak = FLAGS.learning_rate
-    if FLAGS.lr_schedule == "exponential":
-        decay_steps = max(1, int(2.4 * steps_per_epoch))
-        rate = peak * tf.pow(0.97, tf.floor(step / decay_steps))
-    elif FLAGS.lr_schedule == "cosine":
-        rate = 0.5 * peak * (1.0 + tf.cos(math.pi * tf.minimum(step / total_steps, 1.0)))
-    else:
-        rate = tf.constant(peak)
-    warmup_steps = int(FLAGS.warmup_epochs * steps_per_epoch)
-    if warmup_steps > 0:
-        rate = tf.where(step < warmup_steps, peak * step / warmup_steps, rate)
-    return rate
-
-
 def _optimizer(learning_rate):
     if FLAGS.optimizer == "momentum":
         return tf.train.MomentumOptimizer(learning_rate, FLAGS.momentum, use_nesterov=True)
@@ -196,6 +197,10 @@ class TrainGraph(object):
             override_params["dropout_rate"] = FLAGS.dropout_rate
         if FLAGS.survival_prob is not None:
             override_params["survival_prob"] = FLAGS.survival_prob
+        override_params["batch_norm_momentum"] = (
+            training_policy.batch_norm_momentum(total_steps) if FLAGS.batch_norm_momentum is None
+            else FLAGS.batch_norm_momentum)
+        logging.info("batch-norm momentum %.3g", override_params["batch_norm_momentum"])
         logits, _ = efficientnet_builder.build_model(
             efficientnet_builder.normalize_images(images, model_name), model_name,
             training=not FLAGS.freeze_base, override_params=override_params)
@@ -213,7 +218,8 @@ class TrainGraph(object):
         self.accuracy = tf.reduce_mean(tf.cast(tf.nn.in_top_k(logits, labels, 1), tf.float32))
 
         self.global_step = tf.train.get_or_create_global_step()
-        self.learning_rate = _learning_rate(self.global_step, steps_per_epoch, total_steps)
+        self.learning_rate = training_policy.learning_rate(self.global_step, FLAGS.learning_rate, FLAGS.lr_schedule,
+                                                           steps_per_epoch, total_steps, FLAGS.warmup_epochs)
         optimizer = dev.wrap_optimizer(_optimizer(self.learning_rate))
         update_ops = [] if FLAGS.freeze_base else tf.get_collection(tf.GraphKeys.UPDATE_OPS)
         with tf.control_dependencies(update_ops):
@@ -237,6 +243,11 @@ class TrainGraph(object):
         shadows = [ema.average(v) for v in averaged] if FLAGS.moving_average_decay > 0 else []
         self.saver = checkpointing.CheckpointSaver(model_dir, FLAGS.keep_checkpoint_max, self.global_step,
                                                    self.model_variables + shadows)
+        # best/ holds what evaluation reads (weights and shadows), not the optimizer state; the weights were
+        # checked by the save just before.
+        self.best_saver = checkpointing.CheckpointSaver(
+            os.path.join(model_dir, training_policy.BEST_DIR), 1, self.global_step, [],
+            var_list=self.model_variables + shadows + [self.global_step])
         # Rank 0's state to every rank, after restore or initialization (None with one process).
         self.broadcast = dev.broadcast_variables_op(tf.global_variables())
 
@@ -299,6 +310,10 @@ class ProgressLog(object):
         self.losses.append(loss)
         self.accuracies.append(accuracy)
 
+    def pause(self, seconds):
+        """Leaves `seconds` spent outside training (validation) out of the speed and time-left figures."""
+        self.mark_time += seconds
+
     def images_per_second(self):
         if self.timed_seconds <= 0:
             return None
@@ -322,6 +337,60 @@ class ProgressLog(object):
             _duration(seconds_per_step * (self.total_steps - step))))
 
 
+class Validation(object):
+    """In-training validation of the checkpoints just saved (on the chief), through evaluation.Evaluator as
+    test.py evaluates them: one log line, TensorBoard scalars in the `eval` run, the history in
+    TMP_MODEL_PATH, the best checkpoint in TMP_MODEL_PATH/best/ and the early-stopping decision."""
+
+    def __init__(self, evaluator, interval, patience, model_dir, log_dir, best_saver, settings, steps_per_epoch,
+                 start_step):
+        self.evaluator, self.interval, self.patience = evaluator, interval, patience
+        self.model_dir, self.best_saver, self.settings = model_dir, best_saver, settings
+        self.steps_per_epoch = steps_per_epoch
+        self.best_dir = _checked_folder(os.path.join(model_dir, training_policy.BEST_DIR), "TMP_MODEL_PATH/best")
+        self.writer = tf.summary.FileWriter(os.path.join(log_dir, "eval"))
+        self.history = training_policy.read_history(model_dir, start_step)
+        self.seconds = 0.0
+        self.last_top1 = None
+
+    def due(self, step, total_steps):
+        return training_policy.is_evaluation_step(step, self.interval, total_steps)
+
+    def stop(self):
+        """True when early stopping says so; logs why."""
+        if not training_policy.should_stop_early(self.history, self.patience):
+            return False
+        best = training_policy.best_entry(self.history)
+        logging.info("early stopping: %d validations without a better top-1 than %.4f (step %d, kept in %s)",
+                     training_policy.evaluations_since_best(self.history), best["top1"], best["step"], self.best_dir)
+        return True
+
+    def run(self, sess, prefix, step):
+        """Evaluates checkpoint `prefix` (of step `step`, restored from disk as test.py would); saves a new
+        best into best/. Returns the seconds taken."""
+        start = time.time()
+        result = self.evaluator.run(prefix, checkpoint_utils.resolve_use_ema("auto", prefix))
+        entry = {"step": int(step), "epoch": round(step / self.steps_per_epoch, 3), "loss": result["loss"],
+                 "top1": result["top1"], "top5": result["top5"]}
+        best = training_policy.best_entry(self.history)
+        if best is None or entry["top1"] > best["top1"]:
+            self.best_saver.save(sess)
+            run_config.write(self.best_dir, **dict(self.settings, best_step=int(step), best_top1=result["top1"]))
+            run_config.copy_labels(self.best_dir, self.settings.get("labels_file"))
+            best = entry
+        self.history.append(entry)  # written last: a run killed before this redoes the validation
+        training_policy.write_history(self.model_dir, self.history)
+        _summary(self.writer, step, {"loss": result["loss"], "top1": result["top1"], "top5": result["top5"]})
+        self.writer.flush()
+        self.last_top1 = result["top1"]
+        seconds = time.time() - start
+        self.seconds += seconds
+        logging.info("validation: step %d epoch %.2f loss %.4f top1 %.4f top5 %.4f images/s %.1f (%d images, %.1f s); "
+                     "best top1 %.4f at step %d", step, entry["epoch"], result["loss"], result["top1"], result["top5"],
+                     result["images_per_second"], result["count"], seconds, best["top1"], best["step"])
+        return seconds
+
+
 def _duration(seconds):
     minutes, seconds = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
@@ -335,9 +404,11 @@ def _summary(writer, step, values):
                        step)
 
 
-def _train_loop(sess, graph, train_op, is_chief, progress, writer, model_dir, stop, log_every, save_every):
+def _train_loop(sess, graph, train_op, is_chief, progress, writer, model_dir, stop, log_every, save_every,
+                validation=None):
     """Runs train_op until global_step reaches the total, logging every log_every steps and saving (on the
-    chief) every save_every steps and at the end; returns the last step.
+    chief) every save_every steps and at the end; returns the last step. `validation` (chief only) evaluates
+    the checkpoints it asks for and may stop the run early.
 
     A SIGTERM/SIGINT recorded by `stop` (its `signum`) ends the loop after the running step, with a
     checkpoint, as checkpointing.Interrupted."""
@@ -345,6 +416,8 @@ def _train_loop(sess, graph, train_op, is_chief, progress, writer, model_dir, st
     step = saved_step = progress.mark_step
     if step >= total_steps:
         logging.info("TMP_MODEL_PATH already holds step %d >= %d total steps: nothing to train", step, total_steps)
+    if validation is not None and validation.stop():
+        return step
     while step < total_steps and stop.signum is None:
         _, loss, accuracy, learning_rate = sess.run([train_op, graph.loss, graph.accuracy, graph.learning_rate])
         step = sess.run(graph.global_step)
@@ -356,9 +429,14 @@ def _train_loop(sess, graph, train_op, is_chief, progress, writer, model_dir, st
             logging.info(progress.line(step, learning_rate))
             _summary(writer, step, {"loss": loss, "train_top1": progress.last_accuracy,
                                     "learning_rate": learning_rate})
-        if is_chief and (save_every > 0 and step % save_every == 0 or step >= total_steps):
-            graph.saver.save(sess)
+        validate = validation is not None and validation.due(step, total_steps)
+        if is_chief and (save_every > 0 and step % save_every == 0 or step >= total_steps or validate):
+            prefix = graph.saver.save(sess)
             saved_step = step
+        if validate:
+            progress.pause(validation.run(sess, prefix, step))
+            if validation.stop():
+                break
     if stop.signum is not None:
         prefix = graph.saver.save(sess) if is_chief and step > saved_step else None
         raise checkpointing.Interrupted(stop.signum, step, prefix)
@@ -366,13 +444,13 @@ def _train_loop(sess, graph, train_op, is_chief, progress, writer, model_dir, st
 
 
 def _run_training(sess, graph, train_op, dev, progress, writer, model_dir, stop, data_path, label_offset,
-                  num_classes):
+                  num_classes, validation):
     """The loop, with input-pipeline failures explained as one DatasetError."""
     log_every = dev.round_to_loop(FLAGS.log_every_n_steps, "log_every_n_steps")
     save_every = dev.round_to_loop(FLAGS.save_checkpoints_steps, "save_checkpoints_steps")
     try:
         return _train_loop(sess, graph, train_op, dev.is_chief, progress, writer, model_dir, stop, log_every,
-                           save_every)
+                           save_every, validation)
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
         explained = preprocess.explain_pipeline_error(error, data_path, "train", label_offset, num_classes)
         if explained is None:
@@ -397,6 +475,32 @@ def train():
                 step = _train(dev, model_dir, start_time, stop)
         if stop.signum is not None:
             raise checkpointing.Interrupted(stop.signum, step, None)
+
+
+def _validation(dev, model_dir, info, graph, settings, steps_per_epoch, total_steps, start_step):
+    """The in-training Validation the flags ask for (chief only), or None."""
+    try:
+        preprocess.find_record_files(FLAGS.TMP_DATA_PATH, "validation")
+    except preprocess.DatasetError:
+        validation_images = 0
+    else:  # unknown count (no dataset_info.json): treated as large
+        validation_images = info["num_examples"]["validation"] or training_policy.AUTO_VALIDATION_MAX_IMAGES + 1
+    interval = training_policy.evaluation_interval(FLAGS.eval_every_n_epochs, FLAGS.eval_every_n_steps,
+                                                   steps_per_epoch, total_steps, validation_images,
+                                                   FLAGS.batch_size * dev.rank_size)
+    if FLAGS.early_stopping_patience and (interval == 0 or dev.rank_size > 1):
+        raise TrainingError("--early_stopping_patience needs validation on one device: pass "
+                            "--eval_every_n_epochs (and TMP_DATA_PATH with validation-* records), or drop it")
+    if interval == 0 or not dev.is_chief:
+        logging.info("no validation during training (%s)", "see --eval_every_n_epochs" if validation_images
+                     else "no validation records")
+        return None
+    logging.info("validating every %d steps and at the end", interval)
+    evaluator = evaluation.Evaluator(FLAGS.TMP_DATA_PATH, settings["model_name"], settings["num_classes"],
+                                     settings["image_size"], FLAGS.batch_size, info["label_offset"],
+                                     device.resolve(training=False))
+    return Validation(evaluator, interval, FLAGS.early_stopping_patience, model_dir, FLAGS.TMP_LOG_PATH,
+                      graph.best_saver, settings, steps_per_epoch, start_step)
 
 
 def _train(dev, model_dir, start_time, stop):
@@ -433,15 +537,22 @@ def _train(dev, model_dir, start_time, stop):
             sess.run(graph.broadcast)
             logging.info("rank %d: every variable set to rank 0's (step %d)", dev.rank_id,
                          sess.run(graph.global_step))
+        settings = dict(model_name=model_name, num_classes=num_classes, image_size=image_size,
+                        data_path=FLAGS.TMP_DATA_PATH)
         if dev.is_chief:
-            run_config.write(model_dir, model_name=model_name, num_classes=num_classes, image_size=image_size,
-                             data_path=FLAGS.TMP_DATA_PATH,
-                             labels_file=run_config.copy_labels(model_dir, info["labels_file"]))
+            settings["labels_file"] = run_config.copy_labels(model_dir, info["labels_file"])
+            run_config.write(model_dir, **settings)
         sess.run(graph.iterator.initializer)
         train_op = dev.finalize_train_op(sess, graph.train_op)
         progress = ProgressLog(total_steps, steps_per_epoch, global_batch, sess.run(graph.global_step))
+        validation = _validation(dev, model_dir, info, graph, settings, steps_per_epoch, total_steps,
+                                 progress.mark_step)
         step = _run_training(sess, graph, train_op, dev, progress, writer, model_dir, stop, FLAGS.TMP_DATA_PATH,
-                             info["label_offset"], num_classes)
+                             info["label_offset"], num_classes, validation)
+    if validation is not None:
+        validation.evaluator.close()
+        logging.info("validation: %d evaluation(s) took %.1f s, %.1f%% of the run", len(validation.history),
+                     validation.seconds, 100.0 * validation.seconds / max(time.time() - start_time, 1e-9))
     elapsed = time.time() - start_time
     throughput = progress.images_per_second()
     logging.info("done: %d steps, checkpoints in %s, logs in %s", step, model_dir, FLAGS.TMP_LOG_PATH)
@@ -451,6 +562,8 @@ def _train(dev, model_dir, start_time, stop):
     print("Final Performance images/sec : %s" % ("%.2f" % throughput if throughput else "n/a"))
     if progress.last_accuracy is not None:
         print("Final Train Accuracy : %.4f" % progress.last_accuracy)
+    if validation is not None and validation.last_top1 is not None:
+        print("Final Validation Accuracy : %.4f" % validation.last_top1)
     print("E2E Training Duration sec : %d" % round(elapsed))
     sys.stdout.flush()
     return step

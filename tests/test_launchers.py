@@ -65,6 +65,9 @@ def test_train_1p_writes_checkpoints_and_log(trained):
     assert log.startswith("[train_1p] data: %s | model: %s" % (DEMO_DATA, paths["TMP_MODEL_PATH"]))
     assert "step 4/4 loss" in log and "Final Performance images/sec :" in log
     assert "Final Performance images/sec :" in output  # tee: the terminal gets it too
+    # The package's own lines, not screens of TensorFlow deprecation notices or doubled INFO lines.
+    assert "deprecated" not in log and "Instructions for updating" not in log and "INFO:tensorflow" not in log
+    assert "no validation during training" in log  # 32 images trained: fewer than one validation pass
 
 
 def test_test_1p_prints_accuracy(trained, tmp_path):
@@ -74,6 +77,7 @@ def test_test_1p_prints_accuracy(trained, tmp_path):
     assert code == 0, output[-3000:]
     assert "Images evaluated: 359" in output
     assert re.search(r"^Top-1 acc: \d\.\d{4}$", output, re.M), output[-2000:]
+    assert "deprecated" not in output and "INFO:tensorflow" not in output
     assert any(name.startswith("test_") for name in os.listdir(paths["TMP_LOG_PATH"]))
 
 

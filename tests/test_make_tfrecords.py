@@ -223,8 +223,17 @@ def test_command_line(image_tree, tmp_path):
     assert done.returncode == 0, done.stderr
     assert 'of 3 classes' in done.stdout and 'skipped 1 unreadable' in done.stdout
     assert 'broken.jpg' in done.stderr
+    assert 'converted 15/15 images' in done.stderr  # progress, the unreadable file included
+    assert 'class cat: 6 images' in done.stderr and 'class emu: 4 images' in done.stderr
+    assert 'unbalanced' not in done.stderr
     again = subprocess.run(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, cwd=str(tmp_path)
     )
     assert again.returncode == 1
     assert again.stderr.strip().splitlines()[-1].startswith('error: output folder')
+
+
+def test_unbalanced_classes_are_named():
+    assert make_tfrecords.unbalanced_warning({'cat': 30, 'dog': 10}) is None
+    warning = make_tfrecords.unbalanced_warning({'cat': 31, 'dog': 10, 'emu': 12})
+    assert warning.startswith('unbalanced classes: cat has 31 images, dog only 10 (more than 3x)')

@@ -82,6 +82,9 @@ def test_test_py_evaluates_the_official_checkpoint(fixture_dir):
     assert "Images evaluated: 359" in result.stdout
     assert "Top-1 acc: " in result.stdout and "Top-5 acc: " in result.stdout
     assert "1000 classes, image size 224" in result.stderr
+    # Reports go beside checkpoints train.py wrote, never into a downloaded (here: shared) checkpoint folder.
+    assert "per-class reports not written" in result.stderr
+    assert not [name for name in os.listdir(os.path.join(fixture_dir, "ckpt")) if name.startswith("eval_")]
 
 
 def test_training_resumes_after_sigkill(tmp_path):
