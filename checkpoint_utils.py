@@ -9,7 +9,9 @@ import glob
 import os
 import re
 
+import numpy as np
 import tensorflow.compat.v1 as tf
+from absl import logging
 
 import efficientnet_builder
 import run_config
@@ -18,7 +20,7 @@ EMA_SUFFIX = "/ExponentialMovingAverage"
 HEAD_SCOPE = "/head/dense/"
 USE_EMA_CHOICES = ("auto", "true", "false")
 _MAX_LISTED = 10
-_DATA_SHARD = re.compile(r"\.data-\d{5}-of-\d{5}$")
+_DATA_SHARD = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
 _STEP = re.compile(r"-(\d+)$")
 
 
@@ -43,43 +45,119 @@ def checkpoint_folder(folder):
     return nested[0] if nested else None
 
 
-def resolve_checkpoint(path):
-    """Returns the checkpoint prefix for a folder (its newest checkpoint) or a prefix.
+def checkpoint_problem(prefix):
+    """Why the checkpoint at `prefix` cannot be restored (missing or cut-short files), or None when it
+    is intact. Cheap: reads the index only and compares the data files' sizes with what it lists."""
+    name = os.path.basename(prefix)
+    if not os.path.isfile(prefix + ".index"):
+        return "%s.index is missing" % name
+    data_files = [p for p in glob.glob(glob.escape(prefix) + ".data-*") if _DATA_SHARD.search(p)]
+    if not data_files:
+        return "%s.data-* is missing" % name
+    num_shards = int(_DATA_SHARD.search(data_files[0]).group(2))
+    missing = ["%s.data-%05d-of-%05d" % (name, i, num_shards) for i in range(num_shards)
+               if not os.path.isfile("%s.data-%05d-of-%05d" % (prefix, i, num_shards))]
+    if missing:
+        return "%s is missing" % ", ".join(missing)
+    try:
+        reader = tf.train.NewCheckpointReader(prefix)
+    except (tf.errors.OpError, ValueError) as err:
+        return "%s.index is damaged (%s)" % (name, str(err).splitlines()[0])
+    shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    if any(dtype == tf.string for dtype in dtypes.values()):
+        return None  # string tensors have no fixed size to compare with
+    expected = sum(int(np.prod(shapes[key], dtype=np.int64)) * dtypes[key].size for key in shapes)
+    actual = sum(os.path.getsize(p) for p in data_files)
+    if actual < expected:
+        return "its data is cut short (%d of %d bytes)" % (actual, expected)
+    return None
 
-    A folder uses its `checkpoint` index file, or, when that is missing or stale (the folder was
-    copied from another machine), the `*.index` file with the highest step. A folder with no
-    checkpoint of its own may hold one sub-folder that has them.
+
+def checkpoint_prefixes(folder):
+    """Every checkpoint prefix in `folder` (by its .index or .data files, so damaged ones count too),
+    newest first: by the global step in the name, then by modification time."""
+    prefixes = set()
+    for path in glob.glob(os.path.join(glob.escape(folder), "*")):
+        if path.endswith(".index"):
+            prefixes.add(path[:-len(".index")])
+        elif _DATA_SHARD.search(path):
+            prefixes.add(_DATA_SHARD.sub("", path))
+    return sorted(prefixes, key=_prefix_order, reverse=True)
+
+
+def newest_intact_checkpoint(folder):
+    """(newest intact prefix or None, [(prefix, problem)] of the damaged ones newer than it).
+
+    The `checkpoint` state file is not read: it holds absolute paths that point into another
+    folder once a model folder is copied or moved, and may itself be damaged."""
+    damaged = []
+    for prefix in checkpoint_prefixes(folder):
+        problem = checkpoint_problem(prefix)
+        if problem is None:
+            return prefix, damaged
+        damaged.append((prefix, problem))
+    return None, damaged
+
+
+def _damaged_text(damaged):
+    return "; ".join("%s (%s)" % (os.path.basename(prefix), problem) for prefix, problem in damaged)
+
+
+def resolve_checkpoint(path):
+    """Returns the checkpoint prefix for a folder (its newest intact checkpoint) or a prefix.
+
+    A folder is searched for its own checkpoint files, whatever its `checkpoint` state file says,
+    so copied and moved model folders stay self-contained; damaged checkpoints are skipped with a
+    warning. A folder with no checkpoint of its own may hold one sub-folder that has them. A
+    damaged prefix is an error naming the newest intact checkpoint beside it.
     """
     if not path:
         raise CheckpointError("no checkpoint given: pass --checkpoint=<folder or checkpoint prefix>")
     path = os.path.expanduser(path)
     if os.path.isdir(path):
         path = checkpoint_folder(path) or path
-        prefix = tf.train.latest_checkpoint(path)
-        if prefix and os.path.exists(prefix + ".index"):
-            return prefix
-        prefixes = [p[:-len(".index")] for p in glob.glob(os.path.join(path, "*.index"))]
-        if not prefixes:
+        prefix, damaged = newest_intact_checkpoint(path)
+        if prefix is None and damaged:
+            raise CheckpointError("no intact checkpoint in folder %s: %s; restore the files from a copy or "
+                                  "train again into an empty folder" % (path, _damaged_text(damaged)))
+        if prefix is None:
             raise CheckpointError(
-                "no checkpoint in folder %s: expected a `checkpoint` file or <prefix>.index and "
-                "<prefix>.data-* files there; pass the training model_dir or a checkpoint prefix" % path)
-        return max(prefixes, key=_prefix_order)
+                "no checkpoint in folder %s: expected <prefix>.index and <prefix>.data-* files there; "
+                "pass the training model_dir or a checkpoint prefix" % path)
+        if damaged:
+            logging.warning("skipping damaged checkpoint(s) in %s: %s; using %s", path, _damaged_text(damaged),
+                            os.path.basename(prefix))
+        return prefix
     for suffix in (".index", ".meta"):
         if path.endswith(suffix):
             path = path[:-len(suffix)]
     path = _DATA_SHARD.sub("", path)
-    if os.path.exists(path + ".index"):
-        return path
-    raise CheckpointError(
-        "checkpoint not found: %s is neither a folder holding checkpoints nor a checkpoint prefix "
-        "with a %s.index file (expected e.g. model_dir or model_dir/model.ckpt-1000)"
-        % (path, os.path.basename(path)))
+    if not (os.path.exists(path + ".index") or glob.glob(glob.escape(path) + ".data-*")):
+        raise CheckpointError(
+            "checkpoint not found: %s is neither a folder holding checkpoints nor a checkpoint prefix "
+            "with a %s.index file (expected e.g. model_dir or model_dir/model.ckpt-1000)"
+            % (path, os.path.basename(path)))
+    problem = checkpoint_problem(path)
+    if problem:
+        folder = os.path.dirname(path) or "."
+        intact, _ = newest_intact_checkpoint(folder)
+        raise CheckpointError("checkpoint %s is damaged: %s; %s" % (
+            path, problem, "the newest intact checkpoint beside it is %s: pass that" % intact if intact
+            else "there is no intact checkpoint in %s: restore the files from a copy" % folder))
+    return path
+
+
+def checkpoint_step(prefix):
+    """The global step in a checkpoint's name (model.ckpt-1000 -> 1000), or None."""
+    match = _STEP.search(prefix)
+    return int(match.group(1)) if match else None
 
 
 def _prefix_order(prefix):
     """Sort key for checkpoint prefixes: global step from the name, then modification time."""
-    match = _STEP.search(prefix)
-    return (int(match.group(1)) if match else -1, os.path.getmtime(prefix + ".index"))
+    step = checkpoint_step(prefix)
+    times = [os.path.getmtime(p) for p in glob.glob(glob.escape(prefix) + ".*")]
+    return (-1 if step is None else step, max(times) if times else 0.0)
 
 
 def checkpoint_shapes(prefix):
@@ -213,5 +291,18 @@ def _raise_missing(prefix, shapes, model_vars, missing, use_ema):
 def restore(sess, prefix, model_vars, use_ema, skip_mismatched_head=False):
     """Restores model_vars from the checkpoint prefix into sess; returns the skipped variable names."""
     var_list, skipped = model_variables_restore_map(prefix, model_vars, use_ema, skip_mismatched_head)
-    tf.train.Saver(var_list=var_list).restore(sess, prefix)
+    restore_or_explain(tf.train.Saver(var_list=var_list), sess, prefix)
     return skipped
+
+
+def restore_or_explain(saver, sess, prefix):
+    """saver.restore, with a damaged data file (bad checksum, cut short) as one CheckpointError."""
+    try:
+        saver.restore(sess, prefix)
+    except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as err:
+        others = [p for p in checkpoint_prefixes(os.path.dirname(prefix) or ".")
+                  if p != prefix and checkpoint_problem(p) is None]
+        raise CheckpointError("checkpoint %s is damaged (%s); %s" % (
+            prefix, err.message.splitlines()[0],
+            "move it away to use the newest other intact checkpoint, %s" % others[0] if others
+            else "restore it from a copy"))

@@ -22,6 +22,7 @@ def evaluate(data_path, checkpoint, batch_size, use_ema="auto", model_name=None,
 
     Settings left unset come from the run that wrote the checkpoint, then the checkpoint itself.
     """
+    preprocess.find_record_files(data_path, "validation")  # a bad data path is named as such, first
     prefix = checkpoint_utils.resolve_checkpoint(checkpoint)
     info = preprocess.read_dataset_info(data_path)
     model_name, num_classes, image_size = checkpoint_utils.infer_model(prefix, model_name, num_classes, image_size)
@@ -36,7 +37,8 @@ def evaluate(data_path, checkpoint, batch_size, use_ema="auto", model_name=None,
                  num_classes, image_size, "EMA" if use_ema else "raw", data_path)
     with tf.Graph().as_default():
         dataset = preprocess.build_dataset(data_path, is_training=False, image_size=image_size,
-                                           batch_size=batch_size)
+                                           batch_size=batch_size, label_offset=info["label_offset"],
+                                           num_classes=num_classes)
         iterator = tf.data.make_initializable_iterator(dataset)
         images, labels = iterator.get_next()
         logits, _ = efficientnet_builder.build_model(
@@ -53,17 +55,23 @@ def evaluate(data_path, checkpoint, batch_size, use_ema="auto", model_name=None,
                     batch_top5, batch_labels = sess.run([top5, labels])
                 except tf.errors.OutOfRangeError:
                     break
-                except tf.errors.DataLossError as error:
-                    raise preprocess.DatasetError(
-                        "a validation record file is truncated or corrupt (%s); re-create the records with "
-                        "make_tfrecords.py" % error.message.splitlines()[0])
-                valid = batch_labels >= 0
+                except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+                    explained = preprocess.explain_pipeline_error(error, data_path, "validation",
+                                                                  info["label_offset"], num_classes)
+                    if explained is None:
+                        raise
+                    raise explained
+                valid = batch_labels != preprocess.PADDING_LABEL  # real labels were checked to be >= 0
                 batch_top5, batch_labels = batch_top5[valid], batch_labels[valid]
                 correct1 += int(np.sum(batch_top5[:, 0] == batch_labels))
                 correct5 += int(np.sum(np.any(batch_top5 == batch_labels[:, None], axis=1)))
                 count += int(valid.sum())
     if count == 0:
         raise preprocess.DatasetError("the validation records in %s hold no images" % data_path)
+    recorded = info["num_examples"]["validation"]
+    if recorded and recorded != count:
+        logging.warning("evaluated %d images but %s records %d validation images: the records were changed "
+                        "after conversion", count, preprocess.DATASET_INFO_FILE, recorded)
     return {"top1": correct1 / float(count), "top5": correct5 / float(count), "count": count,
             "checkpoint": prefix, "model_name": model_name, "use_ema": use_ema}
 

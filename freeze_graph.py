@@ -12,6 +12,7 @@ checkpoint has them, true requires them, false restores the raw weights.
 """
 import collections
 import os
+import shlex
 import sys
 
 from absl import app
@@ -111,15 +112,15 @@ def _number(value):
 def atc_command(pb_path, image_size, batch_size, soc_version="Ascend310", aipp_path=None):
     """The ATC command line that converts the frozen graph to an offline model (.om)."""
     batch = batch_size if batch_size and batch_size > 0 else -1
-    parts = ["atc", "--model=%s" % pb_path, "--framework=3",
-             "--output=%s" % os.path.splitext(pb_path)[0], "--soc_version=%s" % soc_version,
+    parts = ["atc", "--model=%s" % shlex.quote(pb_path), "--framework=3",
+             "--output=%s" % shlex.quote(os.path.splitext(pb_path)[0]), "--soc_version=%s" % soc_version,
              '--input_shape="%s:%d,%d,%d,3"' % (INPUT_NAME, batch, image_size, image_size),
              "--input_format=NHWC", '--out_nodes="%s"' % ";".join(n + ":0" for n in OUTPUT_NAMES),
              "--output_type=FP32"]
     if batch < 0:
         parts.append('--dynamic_batch_size="1,2,4,8,16,32"')
     if aipp_path:
-        parts.append("--insert_op_conf=%s" % aipp_path)
+        parts.append("--insert_op_conf=%s" % shlex.quote(aipp_path))
     return " ".join(parts)
 
 

@@ -3,7 +3,10 @@
     python make_tfrecords.py --input_dir=photos/ --output_dir=data/mine
 
 input_dir/<class name>/<image files>; classes are the sorted folder names, label = class index
-(label_offset 0, recorded in dataset_info.json). Each class is split into train/validation with
+(label_offset 0, recorded in dataset_info.json). The records are written into a temporary folder
+beside the output and moved in only when the conversion succeeded, so a failed run (or one where
+a class, or a split that was asked for, ends up with no readable image: an error) leaves the
+records already there untouched. Each class is split into train/validation with
 the same seeded fraction. Every image is stored as an RGB JPEG: PNG, grayscale, palette, RGBA
 (composited on white), CMYK and 16-bit images are converted with Pillow; RGB JPEGs are kept
 byte for byte. EXIF orientation is not applied, matching what TensorFlow decodes at predict time.
@@ -15,7 +18,9 @@ import json
 import os
 import random
 import re
+import shutil
 import sys
+import tempfile
 
 from absl import app
 from absl import flags
@@ -161,7 +166,7 @@ def _shard_jobs(split, examples, num_shards, output_dir):
 
 
 def _prepare_output_dir(output_dir, input_dir, overwrite):
-    """Creates output_dir; refuses existing records unless overwrite, then removes only those."""
+    """Creates output_dir; refuses existing records unless overwrite; returns the names of the old records."""
     output_abs = os.path.abspath(output_dir)
     input_abs = os.path.abspath(input_dir)
     if output_abs == input_abs or output_abs.startswith(input_abs + os.sep):
@@ -178,8 +183,30 @@ def _prepare_output_dir(output_dir, input_dir, overwrite):
             'output folder %s already holds records (%s, ...); pass --overwrite to '
             'replace them or choose another --output_dir' % (output_dir, old_records[0])
         )
+    return old_records
+
+
+def _check_complete(classes, counts_by_class, counts, validation_fraction, skipped):
+    """An empty class or an empty split that was asked for is an error: training or evaluation on it
+    would quietly miss classes or report nothing."""
+    unreadable = ' (%d unreadable files, e.g. %s)' % (len(skipped), skipped[0]) if skipped else ''
+    empty = [name for name, _ in classes if not counts_by_class.get(name)]
+    if empty:
+        raise ConversionError('class folder(s) %s have no readable image%s; add images or remove the folder'
+                              % (', '.join(empty), unreadable))
+    if not counts['train']:
+        raise ConversionError('no training image could be written%s' % unreadable)
+    if validation_fraction > 0 and not counts['validation']:
+        raise ConversionError('no validation image could be written%s: add images, raise --validation_fraction, '
+                              'or pass --validation_fraction=0 to make no validation split' % unreadable)
+
+
+def _move_into_place(staging_dir, output_dir, old_records):
+    """Replaces the old records by the staged ones: the old ones are removed only now, after success."""
     for name in old_records:
         os.remove(os.path.join(output_dir, name))
+    for name in sorted(os.listdir(staging_dir)):
+        os.replace(os.path.join(staging_dir, name), os.path.join(output_dir, name))
 
 
 def convert(
@@ -200,32 +227,43 @@ def convert(
         raise ConversionError('train_shards, validation_shards and num_workers must be >= 1')
     classes = _list_classes(input_dir)
     train, validation = _split(classes, validation_fraction, seed)
-    _prepare_output_dir(output_dir, input_dir, overwrite)
+    old_records = _prepare_output_dir(output_dir, input_dir, overwrite)
+    staging_dir = tempfile.mkdtemp(prefix='.make_tfrecords-', dir=output_dir)
+    try:
+        jobs = _shard_jobs('train', train, train_shards, staging_dir) + _shard_jobs(
+            'validation', validation, validation_shards, staging_dir
+        )
+        with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
+            results = list(pool.map(lambda job: _write_shard(job[0], job[1], input_dir), jobs))
 
-    jobs = _shard_jobs('train', train, train_shards, output_dir) + _shard_jobs(
-        'validation', validation, validation_shards, output_dir
-    )
-    with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
-        results = list(pool.map(lambda job: _write_shard(job[0], job[1], input_dir), jobs))
-
-    counts = {'train': 0, 'validation': 0}
-    skipped = []
-    for (path, _), (written, bad) in zip(jobs, results):
-        counts[os.path.basename(path).split('-')[0]] += written
-        skipped.extend(bad)
-    with open(os.path.join(output_dir, preprocess.LABELS_FILE), 'w') as f:
-        f.writelines(name + '\n' for name, _ in classes)
-    info = {
-        'num_classes': len(classes),
-        'label_offset': LABEL_OFFSET,
-        'num_examples': counts,
-        'labels_file': preprocess.LABELS_FILE,
-        'source': source or os.path.abspath(input_dir),
-        'created_by': 'make_tfrecords.py',
-    }
-    with open(os.path.join(output_dir, preprocess.DATASET_INFO_FILE), 'w') as f:
-        json.dump(info, f, indent=2, sort_keys=True)
-        f.write('\n')
+        counts = {'train': 0, 'validation': 0}
+        skipped = []
+        for (path, _), (written, bad) in zip(jobs, results):
+            counts[os.path.basename(path).split('-')[0]] += written
+            skipped.extend(bad)
+        bad_paths = set(skipped)
+        counts_by_class = {}
+        for path, _, name in train + validation:
+            if path not in bad_paths:
+                counts_by_class[name] = counts_by_class.get(name, 0) + 1
+        _check_complete(classes, counts_by_class, counts, validation_fraction, sorted(skipped))
+        with open(os.path.join(staging_dir, preprocess.LABELS_FILE), 'w') as f:
+            f.writelines(name + '\n' for name, _ in classes)
+        info = {
+            'num_classes': len(classes),
+            'label_offset': LABEL_OFFSET,
+            'num_examples': counts,
+            'labels_file': preprocess.LABELS_FILE,
+            'source': source or os.path.abspath(input_dir),
+            'created_by': 'make_tfrecords.py',
+        }
+        with open(os.path.join(staging_dir, preprocess.DATASET_INFO_FILE), 'w') as f:
+            json.dump(info, f, indent=2, sort_keys=True)
+            f.write('\n')
+        _move_into_place(staging_dir, output_dir, old_records)
+    finally:
+        shutil.rmtree(staging_dir, ignore_errors=True)
+    jobs = [(os.path.join(output_dir, os.path.basename(path)), examples) for path, examples in jobs]
     return dict(info, output_dir=output_dir, skipped=sorted(skipped), files=[path for path, _ in jobs])
 
 

@@ -6,7 +6,7 @@ Usage:
   python predict.py --checkpoint=model/ --data_path=data/demo photo.png   # names from data/demo/labels.txt
 
 Class names come from --labels, else the labels file of the dataset given by --data_path, else the
-labels of the data the checkpoint was trained on (recorded by train.py), else the shipped
+labels.txt that train.py copies into the model folder (or the data's labels file it recorded), else the shipped
 imagenet_classes.txt for 1000-class models, else "class N". Images get the evaluation
 preprocessing (centre crop, bicubic resize). Files that are not readable images are reported and
 skipped; the exit code is 0 when at least one image was classified.
@@ -216,7 +216,12 @@ def run(inputs, checkpoint=None, frozen_graph=None, model_name=None, num_classes
     else:
         model = CheckpointModel(checkpoint, model_name, num_classes, image_size, use_ema)
     if checkpoint and not (labels or data_path):
-        labels = run_config.read(checkpoint).get("labels_file")
+        labels = run_config.labels_file(checkpoint)
+        recorded = run_config.read(checkpoint).get("labels_file")
+        if not labels and recorded:
+            print("warning: the labels file %s recorded for this model is gone and the model folder has no %s; "
+                  "using default class names (pass --labels to name them)" % (recorded, run_config.LABELS_FILE),
+                  file=sys.stderr)
     names = class_names(model.num_classes, labels, data_path)
     print("model: %s, %d classes, %dx%d input" % (model.source, model.num_classes, model.image_size,
                                                   model.image_size))

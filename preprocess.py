@@ -8,6 +8,8 @@ side does that) and int32 labels starting at 0.
 import glob
 import json
 import os
+import re
+import time
 
 import tensorflow.compat.v1 as tf
 
@@ -28,7 +30,11 @@ READ_BUFFER_BYTES = 8 * 1024 * 1024
 PADDING_LABEL = -1
 MIN_CROP_AREA = 0.08
 
-_FIX_HINT = 'point --data_path at a folder made by make_tfrecords.py or the ImageNet TFRecords'
+_FIX_HINT = 'point TMP_DATA_PATH at a folder made by make_tfrecords.py or the ImageNet TFRecords'
+_LABEL_CHECK = 'label_check: record'
+_LABEL_CHECK_TEXT = re.compile(_LABEL_CHECK + r'\] \[(\d+)\] \[of\] \[(.*?)\] \[stores label\] \[(-?\d+)\]')
+_FEATURE_MISSING = re.compile(r'Feature: (\S+) \(data type: \w+\) is required but could not be found')
+SCAN_SECONDS = 120
 
 
 class DatasetError(ValueError):
@@ -212,7 +218,9 @@ def decode_and_preprocess_file(path, image_size):
     return preprocess_for_eval(tf.io.read_file(path), image_size)
 
 
-def _parse_record(record, label_offset):
+def _parse_record(filename, index, record, label_offset, num_classes):
+    """(image bytes, label - label_offset); with num_classes, a label outside [0, num_classes) stops the
+    pipeline with an error naming the record (see explain_pipeline_error)."""
     features = tf.parse_single_example(
         record,
         {
@@ -220,8 +228,77 @@ def _parse_record(record, label_offset):
             'image/class/label': tf.FixedLenFeature([], tf.int64),
         },
     )
-    label = tf.cast(features['image/class/label'], tf.int32) - label_offset
+    stored = features['image/class/label']
+    label = tf.cast(stored, tf.int32) - label_offset
+    if num_classes:
+        in_range = tf.logical_and(label >= 0, label < num_classes)
+        # Assert guards itself with a cond for these data types: the message costs nothing while labels fit.
+        check = tf.debugging.Assert(in_range, [_LABEL_CHECK, index, 'of', filename, 'stores label', stored])
+        with tf.control_dependencies([check]):
+            label = tf.identity(label)
     return features['image/encoded'], label
+
+
+def _records_of(filename):
+    """(filename, index in the file, record) of one record file, so errors can name the record."""
+    records = tf.data.TFRecordDataset(filename, buffer_size=READ_BUFFER_BYTES)
+    return records.enumerate().map(
+        lambda index, record: (filename, index, record))
+
+
+def explain_pipeline_error(error, data_path, split, label_offset, num_classes):
+    """A DatasetError naming the record and the fix for an input-pipeline failure (label out of range,
+    other feature keys, undecodable image, damaged file), or None for errors of another kind."""
+    message = error.message
+    if isinstance(error, tf.errors.DataLossError):
+        return DatasetError('a %s record file is truncated or corrupt (%s); re-create the records with '
+                            'make_tfrecords.py' % (split, message.splitlines()[0]))
+    if not isinstance(error, tf.errors.InvalidArgumentError):
+        return None
+    label = _LABEL_CHECK_TEXT.search(message)
+    if label:
+        index, filename, stored = int(label.group(1)), label.group(2), int(label.group(3))
+        if not os.path.isfile(os.path.join(data_path, DATASET_INFO_FILE)):
+            offset_text = ('there is no %s in %s, so labels are read as ImageNet\'s 1..1000 (label_offset 1); '
+                           'for 0-based labels add a %s with "label_offset": 0 and "num_classes", or re-create '
+                           'the records with make_tfrecords.py' % (DATASET_INFO_FILE, data_path, DATASET_INFO_FILE))
+        else:
+            offset_text = ('check "num_classes" and "label_offset" in %s (or --num_classes)'
+                           % os.path.join(data_path, DATASET_INFO_FILE))
+        return DatasetError('record %d of %s stores label %d, which with label_offset %d is class %d, outside '
+                            '[0, %d): %s' % (index, filename, stored, label_offset, stored - label_offset,
+                                             num_classes, offset_text))
+    feature = _FEATURE_MISSING.search(message)
+    if feature:
+        return DatasetError('the %s records in %s have no %s feature: expected image/encoded and '
+                            'image/class/label as make_tfrecords.py and the ImageNet TFRecords hold them'
+                            % (split, data_path, feature.group(1)))
+    if re.search(r'jpeg|decode|image|crop', message, re.I):
+        where = find_undecodable(find_record_files(data_path, split))
+        return DatasetError('%s holds an image that cannot be decoded (%s); re-create the records with '
+                            'make_tfrecords.py, which checks every image' % (where, message.splitlines()[0]))
+    return None
+
+
+def find_undecodable(files, seconds=SCAN_SECONDS):
+    """'record N of FILE' for the first record whose image the pipeline cannot decode, searched for at
+    most `seconds` (only called after a failure), else a phrase naming the files."""
+    deadline = time.time() + seconds
+    with tf.Graph().as_default():
+        image_bytes = tf.placeholder(tf.string, [])
+        image = _decode_crop_resize(image_bytes, 8, lambda shape: tf.stack([0, 0, shape[0], shape[1]]))
+        with tf.Session() as sess:
+            for path in files:
+                for index, record in enumerate(tf.python_io.tf_record_iterator(path)):
+                    if time.time() > deadline:
+                        return 'one of the %d record files %s ... %s' % (len(files), files[0], files[-1])
+                    example = tf.train.Example.FromString(record)
+                    encoded = example.features.feature['image/encoded'].bytes_list.value
+                    try:
+                        sess.run(image, {image_bytes: encoded[0] if encoded else b''})
+                    except tf.errors.OpError:
+                        return 'record %d of %s' % (index, path)
+    return 'one of the %d record files %s ... %s' % (len(files), files[0], files[-1])
 
 
 def _pad_batch(images, labels, batch_size):
@@ -242,16 +319,16 @@ def _read_records(files, num_workers, worker_index, is_training, seed):
             len(files),
             num_workers,
         )
-        dataset = dataset.flat_map(lambda f: tf.data.TFRecordDataset(f, buffer_size=READ_BUFFER_BYTES))
+        dataset = dataset.flat_map(_records_of)
         return dataset.shard(num_workers, worker_index)
     if num_workers > 1:
         dataset = dataset.shard(num_workers, worker_index)
     if not is_training:
-        return dataset.flat_map(lambda f: tf.data.TFRecordDataset(f, buffer_size=READ_BUFFER_BYTES))
+        return dataset.flat_map(_records_of)
     num_files = -(-len(files) // num_workers) if num_workers > 1 else len(files)
     dataset = dataset.shuffle(num_files, seed=seed)
     return dataset.interleave(
-        lambda f: tf.data.TFRecordDataset(f, buffer_size=READ_BUFFER_BYTES),
+        _records_of,
         cycle_length=min(num_files, MAX_INTERLEAVE_FILES),
         block_length=1,
         num_parallel_calls=tf.data.experimental.AUTOTUNE,
@@ -272,11 +349,14 @@ def build_dataset(
     label_offset=None,
     min_crop_area=MIN_CROP_AREA,
     random_flip=True,
+    num_classes=None,
 ):
     """(images [B,S,S,3] float32, labels [B] int32) batches of the train or validation split.
 
     Training repeats forever, shuffled, dropping the remainder. Evaluation makes one ordered pass
-    and pads the last batch with label -1 entries, so callers count only labels >= 0.
+    and pads the last batch with label -1 entries, so callers count only labels >= 0. With
+    num_classes every label is checked to lie in [0, num_classes): a record outside stops the
+    pipeline (explain_pipeline_error names it), so no real image is ever taken for padding.
     """
     _check_augment_name(augment_name)
     if image_size <= 0 or batch_size <= 0:
@@ -295,8 +375,8 @@ def build_dataset(
     if is_training:
 
         @tf.autograph.experimental.do_not_convert
-        def parse(record):
-            image_bytes, label = _parse_record(record, label_offset)
+        def parse(filename, index, record):
+            image_bytes, label = _parse_record(filename, index, record, label_offset, num_classes)
             return (
                 preprocess_for_train(
                     image_bytes,
@@ -319,8 +399,8 @@ def build_dataset(
     else:
 
         @tf.autograph.experimental.do_not_convert
-        def parse(record):
-            image_bytes, label = _parse_record(record, label_offset)
+        def parse(filename, index, record):
+            image_bytes, label = _parse_record(filename, index, record, label_offset, num_classes)
             return preprocess_for_eval(image_bytes, image_size), label
 
         dataset = dataset.map(parse, num_parallel_calls=autotune)

@@ -2,10 +2,12 @@
 so test.py, predict.py and freeze_graph.py rebuild the same model without repeating flags."""
 import json
 import os
+import shutil
 
 import tensorflow.compat.v1 as tf
 
 RUN_CONFIG_FILE = "run_config.json"
+LABELS_FILE = "labels.txt"
 
 
 def _folder(path):
@@ -25,6 +27,29 @@ def read(path):
     except ValueError:
         return {}
     return config if isinstance(config, dict) else {}
+
+
+def labels_file(path):
+    """The class names of a checkpoint folder or prefix: the folder's own labels.txt (copied there by
+    train.py, so a deployed folder carries it), else the recorded file while it exists, else None."""
+    if not path:
+        return None
+    own = os.path.join(_folder(path), LABELS_FILE)
+    if os.path.isfile(own):
+        return own
+    recorded = read(path).get("labels_file")
+    return recorded if recorded and os.path.isfile(recorded) else None
+
+
+def copy_labels(model_dir, source):
+    """Copies the data's labels file into model_dir (atomically); returns the copy's path, or None."""
+    if not source or not os.path.isfile(source):
+        return None
+    target = os.path.join(model_dir, LABELS_FILE)
+    if os.path.abspath(source) != os.path.abspath(target):
+        shutil.copyfile(source, target + ".tmp")
+        os.replace(target + ".tmp", target)
+    return target
 
 
 def write(model_dir, **settings):

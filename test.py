@@ -7,7 +7,7 @@ train.py and the official ones both work. Every validation image is counted exac
 """
 import sys
 
-from absl import app, logging
+from absl import app
 
 import checkpoint_utils
 import device
@@ -21,8 +21,10 @@ def main(argv):
     try:
         evaluation.main_from_flags()
     except (preprocess.DatasetError, checkpoint_utils.CheckpointError, device.DeviceError) as error:
-        logging.error("%s", error)
         sys.exit("error: %s" % error)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
     python train.py --TMP_DATA_PATH=./data/demo --TMP_MODEL_PATH=./model [--TMP_WEIGHTS_PATH=ckpt_dir]
 
-Resumes from the newest checkpoint in TMP_MODEL_PATH when there is one; otherwise starts from
-the pretrained weights in TMP_WEIGHTS_PATH (model variables only, head skipped when its class
-count differs) or from scratch. Checkpoints keep the official variable names and EMA shadows.
+Resumes from the newest intact checkpoint in TMP_MODEL_PATH when there is one; otherwise starts
+from the pretrained weights in TMP_WEIGHTS_PATH (model variables only, head skipped when its class
+count differs) or from scratch, never in a folder that holds checkpoint files. Checkpoints keep the
+official variable names and EMA shadows; how they are kept safe (lock, checks, retention, SIGTERM)
+is in checkpointing.py.
 """
 import math
 import os
@@ -15,6 +17,7 @@ import tensorflow.compat.v1 as tf
 from absl import app, flags, logging
 
 import checkpoint_utils
+import checkpointing
 import common_flags  # noqa: F401  (defines the shared flags)
 import device
 import efficientnet_builder
@@ -55,7 +58,8 @@ flags.DEFINE_float("min_crop_area", preprocess.MIN_CROP_AREA,
 flags.DEFINE_boolean("random_flip", True, "Flip training images left-right at random (off for digits, text).")
 flags.DEFINE_integer("max_steps", 0, "Total training steps; 0 = derived from --epochs and --image_num.")
 flags.DEFINE_integer("save_checkpoints_steps", 1000, "Steps between checkpoints (one is always saved at the end).")
-flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept in TMP_MODEL_PATH.")
+flags.DEFINE_integer("keep_checkpoint_max", 5, "model.ckpt-* checkpoints kept in TMP_MODEL_PATH, counted on disk "
+                     "(earlier runs' included); 0 keeps all.")
 flags.DEFINE_integer("log_every_n_steps", 100, "Steps between log lines.")
 flags.DEFINE_integer("seed", None, "Graph-level random seed (initialisation, shuffling, augmentation).")
 flags.DEFINE_boolean("freeze_base", False,
@@ -70,10 +74,36 @@ class TrainingError(ValueError):
     """A run that cannot start or go on; the message says what to change."""
 
 
-def _checked_model_dir(path):
+def _check_flags():
+    """Flag values that cannot work, found before any data is read or graph built."""
+    problems = []
+    if FLAGS.image_size < 0:
+        problems.append("--image_size=%d must be positive (or 0 for the model's own)" % FLAGS.image_size)
+    if not 0.0 < FLAGS.min_crop_area <= 1.0:
+        problems.append("--min_crop_area=%g must be in (0, 1]" % FLAGS.min_crop_area)
+    if FLAGS.max_steps < 0:
+        problems.append("--max_steps=%d must be >= 0" % FLAGS.max_steps)
+    if FLAGS.max_steps == 0 and not FLAGS.epochs > 0:
+        problems.append("--epochs=%g must be > 0 (or pass --max_steps)" % FLAGS.epochs)
+    for name in ("save_checkpoints_steps", "keep_checkpoint_max", "image_num"):
+        if getattr(FLAGS, name) < 0:
+            problems.append("--%s=%d must be >= 0" % (name, getattr(FLAGS, name)))
+    if FLAGS.log_every_n_steps < 1:
+        problems.append("--log_every_n_steps=%d must be >= 1" % FLAGS.log_every_n_steps)
+    if problems:
+        raise TrainingError("; ".join(problems))
+
+
+def _checked_folder(path, flag):
+    """Creates the folder if needed; a file in the way, or a folder that cannot be made, is an error."""
     if os.path.exists(path) and not os.path.isdir(path):
-        raise TrainingError("TMP_MODEL_PATH %s is a file, not a folder: pass a folder for checkpoints" % path)
-    tf.gfile.MakeDirs(path)
+        raise TrainingError("%s %s is a file, not a folder: pass a folder" % (flag, path))
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise TrainingError("cannot create %s %s (%s): pass a folder you can write to" % (flag, path, error.strerror))
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise TrainingError("%s %s is not writable: pass a folder you can write to" % (flag, path))
     return path
 
 
@@ -145,14 +175,16 @@ def _optimizer(learning_rate):
 class TrainGraph(object):
     """Everything the loop runs: input iterator, model, loss, train op, EMA and saver."""
 
-    def __init__(self, dev, model_name, num_classes, image_size, steps_per_epoch, total_steps):
+    def __init__(self, dev, model_dir, model_name, num_classes, image_size, steps_per_epoch, total_steps,
+                 label_offset):
         num_workers, worker_index = dev.shard_info()
         dataset = preprocess.build_dataset(
             FLAGS.TMP_DATA_PATH, is_training=True, image_size=image_size, batch_size=FLAGS.batch_size,
             num_workers=num_workers, worker_index=worker_index,
             augment_name=None if FLAGS.augment == "none" else FLAGS.augment,
             randaug_num_layers=FLAGS.randaug_num_layers, randaug_magnitude=FLAGS.randaug_magnitude,
-            seed=FLAGS.seed, min_crop_area=FLAGS.min_crop_area, random_flip=FLAGS.random_flip)
+            seed=FLAGS.seed, min_crop_area=FLAGS.min_crop_area, random_flip=FLAGS.random_flip,
+            label_offset=label_offset, num_classes=num_classes)
         self.iterator = tf.data.make_initializable_iterator(dataset)
         images, labels = self.iterator.get_next()
 
@@ -194,13 +226,28 @@ class TrainGraph(object):
             # After loading pretrained weights the shadows must start from them, not from the random init.
             self.ema_sync = tf.group(*[tf.assign(ema.average(v), v) for v in averaged])
         self.train_op = train_op
-        self.saver = tf.train.Saver(max_to_keep=FLAGS.keep_checkpoint_max)
+        shadows = [ema.average(v) for v in averaged] if FLAGS.moving_average_decay > 0 else []
+        self.saver = checkpointing.CheckpointSaver(model_dir, FLAGS.keep_checkpoint_max, self.global_step,
+                                                   self.model_variables + shadows)
 
 
-def _restore_or_initialize(sess, graph, model_dir, weights_prefix):
-    """Resumes from model_dir, else loads pretrained weights; returns a log line saying which."""
+def _resume_checkpoint(model_dir):
+    """The newest intact checkpoint in model_dir (whatever its `checkpoint` state file says), or None
+    for an empty folder; a folder whose checkpoint files are all damaged is an error, because
+    training from scratch there would overwrite them."""
+    latest, damaged = checkpoint_utils.newest_intact_checkpoint(model_dir)
+    if damaged:
+        logging.warning("skipping damaged checkpoint(s): %s", "; ".join(
+            "%s (%s)" % (os.path.basename(prefix), problem) for prefix, problem in damaged))
+    if latest is None and damaged:
+        raise TrainingError("TMP_MODEL_PATH %s holds checkpoint files but no intact checkpoint: move them away "
+                            "(or restore them from a copy), or pass an empty TMP_MODEL_PATH" % model_dir)
+    return latest
+
+
+def _restore_or_initialize(sess, graph, latest, model_dir, weights_prefix):
+    """Resumes from `latest`, else loads pretrained weights; returns a log line saying which."""
     sess.run([tf.global_variables_initializer(), tf.local_variables_initializer()])
-    latest = tf.train.latest_checkpoint(model_dir)
     if latest:
         try:
             graph.saver.restore(sess, latest)
@@ -272,51 +319,74 @@ def _summary(writer, step, values):
                        step)
 
 
-def _train_loop(sess, graph, train_op, dev, progress, writer, model_dir, num_classes):
-    """Runs train_op until global_step reaches the total, logging and saving on the way; returns the last step."""
+def _train_loop(sess, graph, train_op, is_chief, progress, writer, model_dir, stop, log_every, save_every):
+    """Runs train_op until global_step reaches the total, logging every log_every steps and saving (on the
+    chief) every save_every steps and at the end; returns the last step.
+
+    A SIGTERM/SIGINT recorded by `stop` (its `signum`) ends the loop after the running step, with a
+    checkpoint, as checkpointing.Interrupted."""
     total_steps = progress.total_steps
-    log_every = dev.round_to_loop(max(1, FLAGS.log_every_n_steps), "log_every_n_steps")
-    save_every = dev.round_to_loop(FLAGS.save_checkpoints_steps, "save_checkpoints_steps")
-    checkpoint_prefix = os.path.join(model_dir, "model.ckpt")
     step = saved_step = progress.mark_step
     if step >= total_steps:
         logging.info("TMP_MODEL_PATH already holds step %d >= %d total steps: nothing to train", step, total_steps)
-    try:
-        while step < total_steps:
-            _, loss, accuracy, learning_rate = sess.run([train_op, graph.loss, graph.accuracy, graph.learning_rate])
-            step = sess.run(graph.global_step)
-            if not math.isfinite(loss):
-                raise TrainingError("loss is %s at step %d: lower --learning_rate (last checkpoint kept in %s)"
-                                    % (loss, step, model_dir))
-            progress.add(loss, accuracy)
-            if step % log_every == 0 or step >= total_steps:
-                logging.info(progress.line(step, learning_rate))
-                _summary(writer, step, {"loss": loss, "train_top1": progress.last_accuracy,
-                                        "learning_rate": learning_rate})
-            if dev.rank_id == 0 and (save_every > 0 and step % save_every == 0 or step >= total_steps):
-                graph.saver.save(sess, checkpoint_prefix, global_step=step)
-                saved_step = step
-    except tf.errors.DataLossError as error:
-        raise TrainingError("a training record file is truncated or corrupt (%s); re-create the records "
-                            "with make_tfrecords.py" % error.message.splitlines()[0])
-    except tf.errors.InvalidArgumentError as error:
-        if "label" in error.message.lower() or "out of range" in error.message.lower():
-            raise TrainingError("a label is outside [0, %d): check --num_classes and the dataset's label offset "
-                                "(%s)" % (num_classes, error.message.splitlines()[0]))
-        raise
-    except KeyboardInterrupt:
-        if dev.rank_id == 0 and step > saved_step:
-            graph.saver.save(sess, checkpoint_prefix, global_step=step)
-            logging.info("interrupted: saved step %d to %s", step, model_dir)
-        raise
+    while step < total_steps and stop.signum is None:
+        _, loss, accuracy, learning_rate = sess.run([train_op, graph.loss, graph.accuracy, graph.learning_rate])
+        step = sess.run(graph.global_step)
+        if not math.isfinite(loss):
+            raise TrainingError("loss is %s at step %d: lower --learning_rate; %s (resuming starts there)"
+                                % (loss, step, checkpointing.last_good_text(model_dir)))
+        progress.add(loss, accuracy)
+        if step % log_every == 0 or step >= total_steps:
+            logging.info(progress.line(step, learning_rate))
+            _summary(writer, step, {"loss": loss, "train_top1": progress.last_accuracy,
+                                    "learning_rate": learning_rate})
+        if is_chief and (save_every > 0 and step % save_every == 0 or step >= total_steps):
+            graph.saver.save(sess)
+            saved_step = step
+    if stop.signum is not None:
+        prefix = graph.saver.save(sess) if is_chief and step > saved_step else None
+        raise checkpointing.Interrupted(stop.signum, step, prefix)
     return step
+
+
+def _run_training(sess, graph, train_op, dev, progress, writer, model_dir, stop, data_path, label_offset,
+                  num_classes):
+    """The loop, with input-pipeline failures explained as one DatasetError."""
+    log_every = dev.round_to_loop(FLAGS.log_every_n_steps, "log_every_n_steps")
+    save_every = dev.round_to_loop(FLAGS.save_checkpoints_steps, "save_checkpoints_steps")
+    try:
+        return _train_loop(sess, graph, train_op, dev.rank_id == 0, progress, writer, model_dir, stop, log_every,
+                           save_every)
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        explained = preprocess.explain_pipeline_error(error, data_path, "train", label_offset, num_classes)
+        if explained is None:
+            raise
+        raise explained
 
 
 def train():
     start_time = time.time()
+    _check_flags()
     dev = device.resolve(training=True)
     logging.info("device: %s", dev.describe())
-    model_dir = _checked_model_dir(FLAGS.TMP_MODEL_PATH)
+    model_dir = _checked_folder(FLAGS.TMP_MODEL_PATH, "TMP_MODEL_PATH")
+    _checked_folder(FLAGS.TMP_LOG_PATH, "TMP_LOG_PATH")
+    # From here on SIGTERM/SIGINT only request a stop: the loop saves first (a signal during graph building
+    # is acted on when the loop starts; after the last step it only changes the exit code).
+    with checkpointing.StopSignals() as stop:
+        if dev.rank_id != 0:
+            step = _train(dev, model_dir, start_time, stop)
+        else:
+            with checkpointing.ModelFolderLock(model_dir):
+                step = _train(dev, model_dir, start_time, stop)
+        if stop.signum is not None:
+            raise checkpointing.Interrupted(stop.signum, step, None)
+
+
+def _train(dev, model_dir, start_time, stop):
+    """Builds the graph, restores or initializes, runs the loop and prints the ModelZoo summary lines;
+    returns the last step."""
+    latest = _resume_checkpoint(model_dir)
     weights_prefix = _pretrained_prefix(FLAGS.TMP_WEIGHTS_PATH)
     recorded = run_config.read(model_dir)
     model_name = (FLAGS.model_name or recorded.get("model_name")
@@ -337,17 +407,20 @@ def train():
 
     if FLAGS.seed is not None:
         tf.set_random_seed(FLAGS.seed)
-    graph = TrainGraph(dev, model_name, num_classes, image_size, steps_per_epoch, total_steps)
+    graph = TrainGraph(dev, model_dir, model_name, num_classes, image_size, steps_per_epoch, total_steps,
+                       info["label_offset"])
     writer = tf.summary.FileWriter(FLAGS.TMP_LOG_PATH)
     with tf.Session(config=dev.session_config()) as sess:
-        logging.info(_restore_or_initialize(sess, graph, model_dir, weights_prefix))
+        logging.info(_restore_or_initialize(sess, graph, latest, model_dir, weights_prefix))
         if dev.rank_id == 0:
             run_config.write(model_dir, model_name=model_name, num_classes=num_classes, image_size=image_size,
-                             data_path=FLAGS.TMP_DATA_PATH, labels_file=info["labels_file"])
+                             data_path=FLAGS.TMP_DATA_PATH,
+                             labels_file=run_config.copy_labels(model_dir, info["labels_file"]))
         sess.run(graph.iterator.initializer)
         train_op = dev.finalize_train_op(sess, graph.train_op)
         progress = ProgressLog(total_steps, steps_per_epoch, global_batch, sess.run(graph.global_step))
-        step = _train_loop(sess, graph, train_op, dev, progress, writer, model_dir, num_classes)
+        step = _run_training(sess, graph, train_op, dev, progress, writer, model_dir, stop, FLAGS.TMP_DATA_PATH,
+                             info["label_offset"], num_classes)
     writer.close()
     elapsed = time.time() - start_time
     throughput = progress.images_per_second()
@@ -357,6 +430,7 @@ def train():
         print("Final Train Accuracy : %.4f" % progress.last_accuracy)
     print("E2E Training Duration sec : %d" % round(elapsed))
     sys.stdout.flush()
+    return step
 
 
 def main(argv):
@@ -367,9 +441,16 @@ def main(argv):
             train()
         else:
             evaluation.main_from_flags()
-    except (TrainingError, preprocess.DatasetError, checkpoint_utils.CheckpointError, device.DeviceError) as error:
-        logging.error("%s", error)
+    except (TrainingError, preprocess.DatasetError, checkpoint_utils.CheckpointError, device.DeviceError,
+            checkpointing.CheckpointSaveError, checkpointing.LockError) as error:
         sys.exit("error: %s" % error)
+    except checkpointing.Interrupted as stopped:
+        print(stopped, file=sys.stderr)
+        sys.exit(stopped.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted: stopped at once, nothing new saved (the checkpoints on disk are kept); run the same "
+              "command again to resume", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

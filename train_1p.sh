@@ -22,7 +22,7 @@ TMP_WEIGHTS_PATH="${TMP_WEIGHTS_PATH:-$ROOT/weights}"   # pretrained checkpoint;
 #   --warmup_epochs=5 --epochs=350      (the official B0 recipe scaled to one device)
 # or, to fine-tune from TMP_WEIGHTS_PATH, the defaults of train.py plus --epochs/--learning_rate.
 DEMO_ARGS=(--image_size=32 --optimizer=adam --learning_rate=3e-3 --lr_schedule=cosine --max_steps=1000
-           --batch_size=64 --min_crop_area=1.0 --norandom_flip --log_every_n_steps=100 --save_checkpoints_steps=500)
+           --batch_size=32 --min_crop_area=1.0 --norandom_flip --log_every_n_steps=100 --save_checkpoints_steps=500)
 
 _real_dir() { (cd "$1" 2>/dev/null && pwd -P); }
 recipe=()

@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
-# The project's one test command: creates the Python 3.7 environment when missing, then runs pytest;
-# with no arguments it then runs the TensorFlow 2.x subset too (scripts/run_tests_tf2.sh).
-# Extra arguments go to pytest, e.g. `bash scripts/run_tests.sh -k model -x`.
+# The project's one test command: creates the Python 3.7 environment when missing, installs the
+# test requirements when they changed, runs pytest on both CPU cores and lists the slowest tests at
+# the end (so that a test that got slower is seen); with no arguments it then runs the TensorFlow
+# 2.x subset too (scripts/run_tests_tf2.sh; EFFICIENTNET_TF2_TESTS=0 skips it).
+# Extra arguments go to pytest, e.g. `bash scripts/run_tests.sh -k model -x` (add `-n 0` to run in
+# one process, e.g. with --pdb).
 set -eo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export EFFICIENTNET_FORCE_VENV="${EFFICIENTNET_FORCE_VENV:-1}"
 # shellcheck disable=SC1091
 source scripts/env.sh
-if ! "$PYTHON" -c 'import pytest, sklearn' >/dev/null 2>&1; then
+test_stamp="$("$PYTHON" -c 'import sys; print(sys.prefix)')/.test-requirements-installed"
+if ! cmp -s requirements-test.txt "$test_stamp"; then
   "$PYTHON" -m pip install -q -r requirements-test.txt
+  cp requirements-test.txt "$test_stamp" 2>/dev/null || true
 fi
+start=$(date +%s)
 status=0
-"$PYTHON" -m pytest "$@" || status=$?
-# Then the TensorFlow 2.x subset (scripts/run_tests_tf2.sh), unless arguments select tests or
-# EFFICIENTNET_TF2_TESTS=0.
+"$PYTHON" -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile --durations=25 "$@" || status=$?
+echo "[run_tests] TensorFlow 1.15 suite: $(( $(date +%s) - start )) s, exit code $status"
 if [ $# -eq 0 ] && [ "${EFFICIENTNET_TF2_TESTS:-1}" != 0 ]; then
-  bash scripts/run_tests_tf2.sh || status=$?
+  start=$(date +%s)
+  tf2_status=0
+  bash scripts/run_tests_tf2.sh || tf2_status=$?
+  echo "[run_tests] TensorFlow 2.x subset: $(( $(date +%s) - start )) s, exit code $tf2_status"
+  [ "$status" -ne 0 ] || status=$tf2_status
 fi
 exit "$status"

@@ -7,8 +7,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export EFFICIENTNET_TF=2 EFFICIENTNET_FORCE_VENV="${EFFICIENTNET_FORCE_VENV:-1}"
 # shellcheck disable=SC1091
 source scripts/env.sh
-if ! "$PYTHON" -c 'import pytest' >/dev/null 2>&1; then
+test_stamp="$("$PYTHON" -c 'import sys; print(sys.prefix)')/.test-requirements-installed"
+if ! cmp -s requirements-test-tf2.txt "$test_stamp"; then
   "$PYTHON" -m pip install -q -r requirements-test-tf2.txt
+  cp requirements-test-tf2.txt "$test_stamp" 2>/dev/null || true
 fi
 echo "[run_tests_tf2] $("$PYTHON" -c 'import sys, tensorflow as tf; print("Python %d.%d, TensorFlow %s" % (sys.version_info[:2] + (tf.__version__,)))' 2>/dev/null)"
 # TF2_SUBSET: what differs between the versions (model numerics, checkpoints, device options, every
@@ -18,4 +20,5 @@ TF2_SUBSET=(
   tests/test_model.py
   tests/test_device.py
 )
-exec "$PYTHON" -m pytest -p no:cacheprovider "${TF2_SUBSET[@]}" "$@"
+exec "$PYTHON" -m pytest -p no:cacheprovider -n "${TEST_WORKERS:-2}" --dist loadfile --durations=10 \
+  "${TF2_SUBSET[@]}" "$@"

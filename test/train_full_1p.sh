@@ -26,7 +26,7 @@ Network="EfficientNet_for_TensorFlow"
 # DEMO_ARGS: the recipe for the bundled demo data (data/demo), the same as in train_1p.sh:
 # B0 from scratch at 32x32, >= 0.95 top-1 in a few minutes on 2 CPU cores.
 DEMO_ARGS=(--image_size=32 --optimizer=adam --learning_rate=3e-3 --lr_schedule=cosine --max_steps=1000
-           --batch_size=64 --min_crop_area=1.0 --norandom_flip --log_every_n_steps=100 --save_checkpoints_steps=500)
+           --batch_size=32 --min_crop_area=1.0 --norandom_flip --log_every_n_steps=100 --save_checkpoints_steps=500)
 # Any other data (ImageNet): the official B0 recipe on one device (RMSProp, 5 warm-up epochs, x0.97
 # every 2.4 epochs, 350 epochs); the learning rate is 0.016 x batch_size / 256.
 IMAGENET_BATCH_SIZE=256

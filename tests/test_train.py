@@ -25,6 +25,7 @@ def _assert_clean_error(result, *fragments):
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, result.stderr
+    assert result.stderr.count(errors[0][len("error: "):]) == 1, "the error is printed once: " + result.stderr
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
 
@@ -116,8 +117,11 @@ def test_missing_and_empty_data_paths(tmp_path):
     (tmp_path / "empty").mkdir()
     empty = run_python(["train.py", "--TMP_DATA_PATH=%s" % (tmp_path / "empty")] + _paths(tmp_path))
     _assert_clean_error(empty, "is empty")
+    # test.py names the data path first, not a class-count mismatch with ImageNet defaults (issue 13).
     evaluation = run_python(["test.py", "--TMP_DATA_PATH=%s" % (tmp_path / "empty"),
                              "--TMP_MODEL_PATH=%s" % (tmp_path / "nowhere")])
+    _assert_clean_error(evaluation, "is empty")
+    evaluation = run_python(["test.py", "--TMP_DATA_PATH=%s" % DEMO_DATA, "--TMP_MODEL_PATH=%s" % (tmp_path / "nowhere")])
     _assert_clean_error(evaluation, "checkpoint not found")
 
 
