@@ -4,7 +4,7 @@
 #   bash bench/gpu_check.sh            # about 10 minutes with a warm pip cache
 #
 # 1. builds .venv-gpu (Python 3.11/3.10/3.12) with tensorflow[and-cuda] from PyPI (CUDA + cuDNN wheels);
-# 2. runs the model tests and the cross-version shims' tests on the GPU;
+# 2. runs the model tests on the GPU (official-fixture EMA logits, the model table, checkpoints);
 # 3. trains the demo (data/demo) for 300 steps on the GPU in float32 and with --gpu_amp --xla, and
 #    evaluates each run;
 # 4. times bench/train_step.py for B0 at 224, batch 256, float32 and AMP (+XLA), and prints images/s.
@@ -45,11 +45,15 @@ export TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH="$ROOT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
 
 step "model tests on the GPU"
-# The official-fixture logits bound (1e-4) is a CPU figure; on the GPU cuDNN rounds differently, so
-# those two tests report their figures here instead of gating the check.
-"$PYTHON" -m pytest -q -p no:cacheprovider tests/test_model.py tests/test_tf_versions.py \
-  -k "not one_training_step and not exchanged and not across_versions and not official_keys and not other_version" \
-  2>&1 | tail -15 || failures+=("model tests")
+# The raw-weight fixture comparison and tests/test_tf_versions.py are CPU figures (TF 1.15's CPU kernels,
+# an ill-conditioned input); cuDNN rounds differently, so they are left out here.
+if [ -d "$ROOT/../shared/fixtures/official_b0" ]; then
+  "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_model.py -k "not raw_weights and not one_training_step" \
+    2>&1 | tail -15 || failures+=("model tests")
+else
+  echo "skipped: the official fixture ../shared/fixtures/official_b0 is not beside the repository"
+  failures+=("model tests (fixture missing)")
+fi
 
 for mode in fp32 amp; do
   step "demo training on the GPU, $mode"

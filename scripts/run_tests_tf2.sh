@@ -20,5 +20,8 @@ TF2_SUBSET=(
   tests/test_model.py
   tests/test_device.py
 )
+# B4-B7 graphs add nothing version-specific to the B0-B3 ones and took 15 of the subset's 30 minutes
+# (sequential, loaded machine): their structure and training step stay on TF 1.15.
+TF2_DESELECT="not ((model_table or one_training_step) and (b4 or b5 or b6 or b7))"
 exec "$PYTHON" -m pytest -p no:cacheprovider -n "${TEST_WORKERS:-2}" --dist loadfile --durations=10 \
-  "${TF2_SUBSET[@]}" "$@"
+  -k "$TF2_DESELECT" "${TF2_SUBSET[@]}" "$@"
