@@ -1,5 +1,4 @@
 """The model against the official checkpoint fixture and the published model table."""
-import os
 
 import numpy as np
 import pytest

@@ -5,7 +5,6 @@ The cross-version test runs this suite's python and the other TensorFlow line's 
 """
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
