@@ -98,6 +98,13 @@ def write_state_file(model_dir, prefixes):
     os.replace(temporary, os.path.join(model_dir, STATE_FILE))
 
 
+def _magnitude(variable):
+    """max |w|, in the units of the activations: a batch-norm moving variance holds squared activations
+    (a healthy 3e3 becomes 9e6), so its square root is what is compared with MAX_ABS_WEIGHT."""
+    magnitude = tf.reduce_max(tf.abs(tf.cast(variable, tf.float32)))
+    return tf.sqrt(magnitude) if "moving_variance" in variable.op.name else magnitude
+
+
 class CheckpointSaver(object):
     """Saves `model.ckpt-<global step>` into model_dir after checking the weights, then applies retention.
 
@@ -113,10 +120,11 @@ class CheckpointSaver(object):
         checked = [v for v in checked_variables if v.dtype.base_dtype.is_floating]
         self._checked_names = [v.op.name for v in checked]
         with tf.name_scope("checkpoint_check"):
-            # One value per variable: max |w|, or inf when any entry is not finite (NaN does not survive reduce_max).
+            # One value per variable: its magnitude, or inf when any entry is not finite (NaN does not survive
+            # reduce_max).
             self._max_abs = tf.stack([
-                tf.where(tf.reduce_all(tf.is_finite(v)), tf.reduce_max(tf.abs(tf.cast(v, tf.float32))),
-                         tf.constant(np.inf, tf.float32)) for v in checked]) if checked else None
+                tf.where(tf.reduce_all(tf.is_finite(v)), _magnitude(v), tf.constant(np.inf, tf.float32))
+                for v in checked]) if checked else None
 
     def restore(self, sess, prefix):
         checkpoint_utils.restore_or_explain(self.saver, sess, prefix)
@@ -131,8 +139,9 @@ class CheckpointSaver(object):
             return None
         if not np.isfinite(values[worst]):
             return "weight %s holds inf or nan" % self._checked_names[worst]
-        return "weight %s reached |w| = %.3g (limit %g): training diverged" % (
-            self._checked_names[worst], values[worst], MAX_ABS_WEIGHT)
+        name = self._checked_names[worst]
+        return "weight %s reached %s = %.3g (limit %g): training diverged" % (
+            name, "sqrt|w|" if "moving_variance" in name else "|w|", values[worst], MAX_ABS_WEIGHT)
 
     def save(self, sess):
         """Writes the checkpoint of the current global step; returns its prefix."""

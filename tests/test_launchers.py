@@ -130,7 +130,7 @@ def test_train_performance_1p_through_npu_double(tmp_path):
     assert re.match(r"Final Performance images/sec : \d+\.\d+$", lines[0]), lines
     assert re.match(r"E2E Training Duration sec : \d+$", lines[1]), lines
     assert "[Warning] the device was npu" in output
-    case_name = "%s_bs64_1p_perf" % NETWORK
+    case_name = "%s_bs32_1p_perf" % NETWORK
     case = read_case_log(str(out / (case_name + ".log")))
     assert "TrainAccuracy" not in case and case["CaseName"] == case_name
     assert float(case["ActualFPS"]) > 0 and case["ActualLoss"]

@@ -145,6 +145,22 @@ def test_saver_never_writes_diverged_weights(tmp_path):
     assert _saved_steps(tmp_path / "model") == [3]
 
 
+def test_saver_judges_a_batch_norm_variance_by_its_square_root(tmp_path):
+    """A moving variance holds squared activations: 9e6 (activations of 3e3, seen in a healthy short
+    run from scratch) is saved; 1e13 (activations of 3e6) is divergence."""
+    with tf.Graph().as_default():
+        variance = tf.Variable(np.full([8], 9e6, np.float32), name="bn/moving_variance")
+        saver = checkpointing.CheckpointSaver(str(tmp_path / "model"), 3, tf.train.get_or_create_global_step(),
+                                              [variance])
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            assert saver.save(sess) == str(tmp_path / "model" / "model.ckpt-0")
+            sess.run(tf.assign(variance, tf.fill([8], 1e13)))
+            with pytest.raises(checkpointing.CheckpointSaveError,
+                               match=r"weight bn/moving_variance reached sqrt\|w\| = 3.16e\+06"):
+                saver.save(sess)
+
+
 def test_saver_names_by_global_step_and_counts_retention_on_disk(tmp_path):
     folder = tmp_path / "model"
     earlier = TinyModel(folder, keep_checkpoint_max=10)
