@@ -15,7 +15,7 @@ if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.installed" 2>/dev/null)" = "$wa
 fi
 python311=""
 for candidate in python3.11 "$(command -v pyenv >/dev/null 2>&1 && pyenv root)"/versions/3.11*/bin/python3.11 \
-                 /root/.pyenv/versions/3.11*/bin/python3.11; do
+                 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.11*/bin/python3.11; do
   if [ -n "$candidate" ] && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 11)' >/dev/null 2>&1; then
     python311="$candidate"; break
   fi
