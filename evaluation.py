@@ -146,11 +146,11 @@ def _report_folder(report_dir, prefix):
     return folder
 
 
-def write_reports(result, names, report_dir=None):
-    """Writes per_class.csv, confusion.csv and misclassified.csv; returns the folder, or None (logged) when
-    there is none to write to."""
+def write_reports(result, names, report, report_dir=None):
+    """Writes per_class.csv, confusion.csv and misclassified.csv (`report` from class_report); returns the
+    folder, or None (logged) when there is none to write to."""
     labels, predictions = result["labels"], result["predictions"][:, 0]
-    per_class, confusion, wrong = class_report(labels, predictions, result["num_classes"])
+    per_class, confusion, wrong = report
     folder = _report_folder(report_dir, result["checkpoint"])
     if folder is None:
         logging.info("per-class reports not written: %s was not written by train.py; pass --report_dir",
@@ -181,9 +181,8 @@ def write_reports(result, names, report_dir=None):
     return folder
 
 
-def _print_class_report(result, names):
-    labels, predictions = result["labels"], result["predictions"][:, 0]
-    per_class, confusion, wrong = class_report(labels, predictions, result["num_classes"])
+def _print_class_report(names, report):
+    per_class, confusion, wrong = report
     present = [c for c, (images, _) in enumerate(per_class) if images]
     if len(present) > MAX_PRINTED_CLASSES:
         return
@@ -217,8 +216,9 @@ def main_from_flags():
     print("Top-1 acc: %.4f" % result["top1"])
     print("Top-5 acc: %.4f" % result["top5"])
     names = class_names(result["checkpoint"], FLAGS.TMP_DATA_PATH, result["num_classes"])
-    _print_class_report(result, names)
-    folder = write_reports(result, names, FLAGS.report_dir)
+    report = class_report(result["labels"], result["predictions"][:, 0], result["num_classes"])
+    _print_class_report(names, report)
+    folder = write_reports(result, names, report, FLAGS.report_dir)
     if folder:
         print("Reports (per_class.csv, confusion.csv, misclassified.csv): %s" % folder)
     sys.stdout.flush()

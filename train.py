@@ -100,10 +100,8 @@ def _check_flags():
         problems.append("--max_steps=%d must be >= 0" % FLAGS.max_steps)
     if FLAGS.max_steps == 0 and not FLAGS.epochs > 0:
         problems.append("--epochs=%g must be > 0 (or pass --max_steps)" % FLAGS.epochs)
-    for name in ("save_checkpoints_steps", "keep_checkpoint_max", "image_num"):
-        if getattr(FLAGS, name) < 0:
-            problems.append("--%s=%d must be >= 0" % (name, getattr(FLAGS, name)))
-    for name in ("eval_every_n_steps", "early_stopping_patience"):
+    for name in ("save_checkpoints_steps", "keep_checkpoint_max", "image_num", "eval_every_n_steps",
+                 "early_stopping_patience"):
         if getattr(FLAGS, name) < 0:
             problems.append("--%s=%d must be >= 0" % (name, getattr(FLAGS, name)))
     if FLAGS.eval_every_n_epochs is not None and FLAGS.eval_every_n_epochs < 0:
