@@ -204,8 +204,11 @@ class TrainGraph(object):
             training=not FLAGS.freeze_base, override_params=override_params)
         self.model_variables = tf.global_variables()
         model_trainable = tf.trainable_variables()
+        head = [v for v in model_trainable if "/head/dense/" in v.op.name]
+        # A head trained anew on pretrained features starts at zero (see _restore_or_initialize).
+        self.zero_head = tf.group(*[tf.assign(v, tf.zeros_like(v)) for v in head])
         if FLAGS.freeze_base:
-            trained = [v for v in model_trainable if "/head/dense/" in v.op.name]
+            trained = head
         else:
             trained = model_trainable
 
@@ -285,11 +288,16 @@ def _restore_or_initialize(sess, graph, latest, model_dir, weights_prefix):
                                                weights_prefix)
     skipped = checkpoint_utils.restore(sess, weights_prefix, graph.model_variables, use_ema,
                                        skip_mismatched_head=True)
+    if skipped:
+        # The official head initialization, uniform(+-1/sqrt(classes)), is sized for 1000 classes: with 2 it
+        # gives pretrained features logits in the tens, a loss of 3-4 and a first few epochs spent undoing it
+        # (measured: validation stuck at the majority class). Zero logits start at the uniform prediction.
+        sess.run(graph.zero_head)
     if graph.ema_sync is not None:
         sess.run(graph.ema_sync)
     message = "loaded pretrained %s weights from %s" % ("EMA" if use_ema else "raw", weights_prefix)
     if skipped:
-        message += "; skipped (shape differs, trained from scratch): %s" % ", ".join(skipped)
+        message += "; new head (shape differs, trained from zero): %s" % ", ".join(skipped)
     return message
 
 

@@ -24,14 +24,15 @@ TMP_WEIGHTS_PATH="${TMP_WEIGHTS_PATH:-$ROOT/weights}"   # pretrained checkpoint;
 DEMO_ARGS=(--image_size=32 --optimizer=adam --learning_rate=3e-3 --lr_schedule=cosine --max_steps=1000
            --batch_size=32 --min_crop_area=1.0 --norandom_flip --log_every_n_steps=100 --save_checkpoints_steps=500)
 
+# shellcheck disable=SC1091
+source "$ROOT/scripts/env.sh"
+
 _real_dir() { (cd "$1" 2>/dev/null && pwd -P); }
 recipe=()
 if [ "$(_real_dir "$TMP_DATA_PATH")" = "$(_real_dir "$ROOT/data/demo")" ]; then
   recipe=("${DEMO_ARGS[@]}")
+  recipe_yields_run_length "$@"
 fi
-
-# shellcheck disable=SC1091
-source "$ROOT/scripts/env.sh"
 
 mkdir -p "$TMP_LOG_PATH"
 log_file="$TMP_LOG_PATH/train_$(date +%Y%m%d_%H%M%S).log"

@@ -75,6 +75,7 @@ if [ "$(_real_dir "$TMP_DATA_PATH")" = "$(_real_dir "$ROOT/data/demo")" ]; then
   learning_rate="$(awk -v r="$DEMO_LEARNING_RATE" -v b="$(( batch * RANK_SIZE ))" -v g="$DEMO_GLOBAL_BATCH" \
                    'BEGIN { printf "%g", r * b / g }')"
   recipe=("${DEMO_ARGS[@]}" --batch_size="$batch" --learning_rate="$learning_rate")
+  recipe_yields_run_length "${train_args[@]}"
 fi
 
 mkdir -p "$TMP_LOG_PATH"

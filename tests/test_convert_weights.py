@@ -291,7 +291,7 @@ def test_real_lite0_freezes_and_fine_tunes(real_lite0, tmp_path):
                          "--TMP_WEIGHTS_PATH=%s" % real_lite0.parent, "--max_steps=1", "--freeze_base"])
     assert result.returncode == 0, result.stderr
     assert "loaded pretrained raw weights from %s" % (real_lite0 / "model.ckpt") in result.stderr
-    assert "skipped (shape differs, trained from scratch): efficientnet-lite0/head/dense/kernel" in result.stderr
+    assert "new head (shape differs, trained from zero): efficientnet-lite0/head/dense/kernel" in result.stderr
     trained = tf.train.NewCheckpointReader(tf.train.latest_checkpoint(str(tmp_path / "model")))
     converted = tf.train.NewCheckpointReader(str(real_lite0 / "model.ckpt"))
     name = "efficientnet-lite0/blocks_15/conv2d_1/kernel"

@@ -45,7 +45,7 @@ def test_fine_tune_from_the_official_checkpoint(tmp_path, fixture_dir):
         "--TMP_WEIGHTS_PATH=%s" % (tmp_path / "weights"), "--max_steps=2", "--freeze_base"])
     assert result.returncode == 0, result.stderr
     assert "loaded pretrained EMA weights" in result.stderr
-    skipped = [line for line in result.stderr.splitlines() if "skipped (shape differs" in line]
+    skipped = [line for line in result.stderr.splitlines() if "new head (shape differs, trained from zero)" in line]
     assert len(skipped) == 1
     assert "efficientnet-b0/head/dense/kernel" in skipped[0] and "efficientnet-b0/head/dense/bias" in skipped[0]
     assert "stem" not in skipped[0]
@@ -72,6 +72,21 @@ def test_fine_tune_from_the_official_checkpoint(tmp_path, fixture_dir):
     assert predicted.returncode == 0, predicted.stderr
     names = re.findall(r"^  \d\. (\S+) \((\d)\)", predicted.stdout, flags=re.M)
     assert len(names) == 5 and all(name == index for name, index in names), predicted.stdout
+
+
+def test_a_new_head_on_pretrained_weights_starts_at_zero(tmp_path, fixture_dir):
+    """The official head init (uniform +-1/sqrt(classes)) is sized for 1000 classes; on pretrained features
+    with 10 it would start with large logits. With learning rate 0 the saved head is what training started
+    from; the pretrained base is loaded as it was."""
+    result = run_python(["train.py"] + SMALL + _paths(tmp_path) + [
+        "--TMP_WEIGHTS_PATH=%s" % os.path.join(fixture_dir, "ckpt"), "--max_steps=1", "--learning_rate=0"])
+    assert result.returncode == 0, result.stderr
+    reader = tf.train.NewCheckpointReader(tf.train.latest_checkpoint(str(tmp_path / "model")))
+    for name in ("efficientnet-b0/head/dense/kernel", "efficientnet-b0/head/dense/bias"):
+        assert not reader.get_tensor(name).any() and not reader.get_tensor(name + "/ExponentialMovingAverage").any()
+    official = tf.train.NewCheckpointReader(os.path.join(fixture_dir, "ckpt", "model.ckpt-3"))
+    name = "efficientnet-b0/blocks_15/conv2d_1/kernel"
+    np.testing.assert_array_equal(reader.get_tensor(name), official.get_tensor(name + "/ExponentialMovingAverage"))
 
 
 def test_test_py_evaluates_the_official_checkpoint(fixture_dir):

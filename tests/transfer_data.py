@@ -1,45 +1,42 @@
-"""A small dataset that needs transfer learning, made offline from the bundled demo records: a few
-training digits per class (scratch training stays poor at a few dozen steps) and the demo's whole
-validation split."""
-import json
+"""A small real photo dataset that needs transfer learning, made offline from what the package registry
+ships: electroluminescence photos of solar cells (300x300 grey PNGs) from the PyPI wheel elpv-dataset
+(Deitsch et al., CC BY-NC-SA 4.0; read from the wheel, never installed). Functional monocrystalline and
+polycrystalline cells differ in texture, as photo classes do; flips and crops keep the class."""
 import os
-import shutil
+import random
+import zipfile
 
-import tensorflow.compat.v1 as tf
+from conftest import run_python
+from registry_wheels import cached_wheel
 
-import preprocess
-from conftest import DEMO_DATA
-
-
-def _label(serialized):
-    example = tf.train.Example.FromString(serialized)
-    return example.features.feature["image/class/label"].int64_list.value[0]
+ELPV_PACKAGE = "elpv-dataset==1.0.0.post1"
+ELPV_DATA = "elpv_dataset/data/"
 
 
-def few_shot_digits(output_dir, train_per_class):
-    """Writes train-00000-of-00001 (train_per_class images of each class), the demo's validation split,
-    labels.txt and dataset_info.json into output_dir; returns output_dir."""
-    os.makedirs(output_dir, exist_ok=True)
-    kept, taken = [], {}
-    for path in preprocess.find_record_files(DEMO_DATA, "train"):
-        for record in tf.io.tf_record_iterator(path):
-            label = _label(record)
-            if taken.get(label, 0) < train_per_class:
-                taken[label] = taken.get(label, 0) + 1
-                kept.append(record)
-    with tf.io.TFRecordWriter(os.path.join(output_dir, "train-00000-of-00001")) as writer:
-        for record in kept:
-            writer.write(record)
-    validation = [record for path in preprocess.find_record_files(DEMO_DATA, "validation")
-                  for record in tf.io.tf_record_iterator(path)]
-    with tf.io.TFRecordWriter(os.path.join(output_dir, "validation-00000-of-00001")) as writer:
-        for record in validation:
-            writer.write(record)
-    shutil.copyfile(os.path.join(DEMO_DATA, "labels.txt"), os.path.join(output_dir, "labels.txt"))
-    with open(os.path.join(DEMO_DATA, "dataset_info.json")) as handle:
-        info = json.load(handle)
-    info["num_examples"] = {"train": len(kept), "validation": len(validation)}
-    info["source"] = "%d training digits per class of the demo data" % train_per_class
-    with open(os.path.join(output_dir, "dataset_info.json"), "w") as handle:
-        json.dump(info, handle, indent=2)
+def solar_cell_photos(output_dir, per_class, seed=0):
+    """Writes per_class functional cells of each kind into output_dir/monocrystalline/ and
+    output_dir/polycrystalline/ (a seeded random choice); returns output_dir."""
+    with zipfile.ZipFile(cached_wheel(ELPV_PACKAGE)) as wheel:
+        cells = {"monocrystalline": [], "polycrystalline": []}
+        for line in wheel.read(ELPV_DATA + "labels.csv").decode().splitlines():
+            path, defect_probability, kind = line.split()
+            if float(defect_probability) == 0.0:
+                cells[kind[:4] + "crystalline"].append(path)
+        rng = random.Random(seed)
+        for name, paths in cells.items():
+            os.makedirs(os.path.join(output_dir, name), exist_ok=True)
+            for path in rng.sample(sorted(paths), per_class):
+                with open(os.path.join(output_dir, name, os.path.basename(path)), "wb") as out:
+                    out.write(wheel.read(ELPV_DATA + path))
     return output_dir
+
+
+def solar_cell_records(output_dir, per_class, validation_fraction):
+    """The photos converted by make_tfrecords.py, as a user does; returns the records' folder."""
+    photos = solar_cell_photos(os.path.join(output_dir, "photos"), per_class)
+    records = os.path.join(output_dir, "records")
+    result = run_python(["make_tfrecords.py", "--input_dir=%s" % photos, "--output_dir=%s" % records,
+                         "--validation_fraction=%g" % validation_fraction])
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-2000:])
+    return records
