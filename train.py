@@ -66,7 +66,8 @@ flags.DEFINE_integer("max_steps", 0, "Total training steps; 0 = derived from --e
 flags.DEFINE_integer("save_checkpoints_steps", 1000, "Steps between checkpoints (one is always saved at the end).")
 flags.DEFINE_integer("keep_checkpoint_max", 5, "model.ckpt-* checkpoints kept in TMP_MODEL_PATH, counted on disk "
                      "(earlier runs' included); 0 keeps all.")
-flags.DEFINE_integer("log_every_n_steps", 100, "Steps between log lines.")
+flags.DEFINE_integer("log_every_n_steps", None, "Steps between log lines; default: %d, or a tenth of a shorter "
+                     "run (see training_policy.log_interval)." % training_policy.DEFAULT_LOG_INTERVAL)
 flags.DEFINE_integer("seed", None, "Graph-level random seed (initialisation, shuffling, augmentation); rank r of a "
                                    "multi-device run uses seed + r and starts from rank 0's variables.")
 flags.DEFINE_boolean("freeze_base", False,
@@ -106,7 +107,7 @@ def _check_flags():
             problems.append("--%s=%d must be >= 0" % (name, getattr(FLAGS, name)))
     if FLAGS.eval_every_n_epochs is not None and FLAGS.eval_every_n_epochs < 0:
         problems.append("--eval_every_n_epochs=%g must be >= 0" % FLAGS.eval_every_n_epochs)
-    if FLAGS.log_every_n_steps < 1:
+    if FLAGS.log_every_n_steps is not None and FLAGS.log_every_n_steps < 1:
         problems.append("--log_every_n_steps=%d must be >= 1" % FLAGS.log_every_n_steps)
     if problems:
         raise TrainingError("; ".join(problems))
@@ -452,7 +453,8 @@ def _train_loop(sess, graph, train_op, is_chief, progress, writer, model_dir, st
 def _run_training(sess, graph, train_op, dev, progress, writer, model_dir, stop, data_path, label_offset,
                   num_classes, validation):
     """The loop, with input-pipeline failures explained as one DatasetError."""
-    log_every = dev.round_to_loop(FLAGS.log_every_n_steps, "log_every_n_steps")
+    log_every = dev.round_to_loop(training_policy.log_interval(FLAGS.log_every_n_steps, progress.total_steps),
+                                  "log_every_n_steps")
     save_every = dev.round_to_loop(FLAGS.save_checkpoints_steps, "save_checkpoints_steps")
     try:
         return _train_loop(sess, graph, train_op, dev.is_chief, progress, writer, model_dir, stop, log_every,

@@ -16,6 +16,7 @@ AUTO_EVALUATIONS_PER_RUN = 5
 OFFICIAL_BATCH_NORM_MOMENTUM = 0.99
 # Moving statistics should forget their start within this fraction of a run (see batch_norm_momentum).
 BATCH_NORM_MEMORY_FRACTION = 0.1
+DEFAULT_LOG_INTERVAL = 100
 
 
 def learning_rate(global_step, peak, schedule, steps_per_epoch, total_steps, warmup_epochs):
@@ -42,6 +43,15 @@ def batch_norm_momentum(total_steps, official=OFFICIAL_BATCH_NORM_MOMENTUM):
     network was trained on. With 0.99, 60 steps leave 55% of ImageNet's statistics in place."""
     memory_steps = BATCH_NORM_MEMORY_FRACTION * total_steps
     return min(official, max(0.5, 1.0 - 1.0 / max(memory_steps, 1.0)))
+
+
+def log_interval(requested, total_steps):
+    """Steps between progress lines: `requested` when given, else DEFAULT_LOG_INTERVAL, or a tenth of a
+    shorter run (at least 1 step), so that a short fine-tuning run shows its loss, speed and time left
+    along the way rather than once at the end."""
+    if requested:
+        return requested
+    return max(1, min(DEFAULT_LOG_INTERVAL, total_steps // 10))
 
 
 def evaluation_interval(every_n_epochs, every_n_steps, steps_per_epoch, total_steps, validation_images,

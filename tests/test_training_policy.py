@@ -38,3 +38,10 @@ def test_history_best_and_early_stopping(tmp_path):
     assert not training_policy.should_stop_early(history, 3)
     assert not training_policy.should_stop_early(history, 0)
     assert training_policy.read_history(str(tmp_path / "nothing"), 10) == []
+
+
+def test_log_interval_shows_short_runs_along_the_way():
+    assert training_policy.log_interval(None, 350 * 5005) == 100
+    assert training_policy.log_interval(None, 24) == 2  # a ten-epoch fine-tuning run on 150 photos
+    assert training_policy.log_interval(None, 5) == 1
+    assert training_policy.log_interval(7, 24) == 7  # asked for

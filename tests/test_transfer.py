@@ -63,13 +63,16 @@ def from_scratch(solar_cells, tmp_path_factory):
 def test_pretrained_weights_with_the_defaults_beat_scratch(fine_tuned, from_scratch):
     assert "loaded pretrained raw weights" in fine_tuned["result"].stderr
     assert "image size 224, batch 64 x 1 device(s), 50 images/epoch, 5 steps" in fine_tuned["result"].stderr
+    # A progress line at every step of so short a run, so it reports its speed.
+    assert len(re.findall(r"step \d/5 loss \S+ top1 \S+ lr 0.01 images/s", fine_tuned["result"].stderr)) == 5
+    assert re.search(r"^Final Performance images/sec : \d+\.\d\d$", fine_tuned["result"].stdout, re.M)
     steps = [step for step, _ in fine_tuned["validations"]]
     assert steps == [2, 4, 5]  # the automatic cadence (one validation pass trained between), the end
     assert [step for step, _ in from_scratch["validations"]] == steps
     pretrained, scratch = fine_tuned["validations"][-1][1], from_scratch["validations"][-1][1]
-    # Measured here: 0.93 (0.89 at step 2) against 0.53 from scratch (README, Transfer learning).
+    # Measured here: 0.93, 0.95, 0.98 against 0.53, 0.55, 0.67 from scratch (README, Transfer learning).
     assert pretrained >= 0.85, fine_tuned["result"].stderr[-3000:]
-    assert pretrained >= scratch + 0.25, (pretrained, scratch)
+    assert pretrained >= scratch + 0.2, (pretrained, scratch)
 
 
 def test_last_validation_equals_test_py(fine_tuned, solar_cells):
