@@ -26,6 +26,18 @@ recipe_yields_run_length() {
   recipe=("${kept[@]}")
 }
 
+# install_test_requirements FILE: pip-installs FILE into $PYTHON's environment when it differs from the
+# copy kept there after the last install (so a changed requirement is picked up, an unchanged one costs
+# nothing).
+install_test_requirements() {
+  local stamp
+  stamp="$("$PYTHON" -c 'import sys; print(sys.prefix)')/.test-requirements-installed"
+  if ! cmp -s "$1" "$stamp"; then
+    "$PYTHON" -m pip install -q -r "$1"
+    cp "$1" "$stamp" 2>/dev/null || true
+  fi
+}
+
 _has_tf() {  # _has_tf PYTHON VERSION_PREFIX
   "$1" -c 'import sys, tensorflow as tf; sys.exit(0 if tf.__version__.startswith(sys.argv[1]) else 1)' "$2" \
     >/dev/null 2>&1

@@ -10,11 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export EFFICIENTNET_FORCE_VENV="${EFFICIENTNET_FORCE_VENV:-1}"
 # shellcheck disable=SC1091
 source scripts/env.sh
-test_stamp="$("$PYTHON" -c 'import sys; print(sys.prefix)')/.test-requirements-installed"
-if ! cmp -s requirements-test.txt "$test_stamp"; then
-  "$PYTHON" -m pip install -q -r requirements-test.txt
-  cp requirements-test.txt "$test_stamp" 2>/dev/null || true
-fi
+install_test_requirements requirements-test.txt
 # The multi-process tests need Horovod (seconds when it imports; a one-time build otherwise).
 bash scripts/install_horovod.sh
 start=$(date +%s)

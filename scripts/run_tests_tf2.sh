@@ -7,11 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export EFFICIENTNET_TF=2 EFFICIENTNET_FORCE_VENV="${EFFICIENTNET_FORCE_VENV:-1}"
 # shellcheck disable=SC1091
 source scripts/env.sh
-test_stamp="$("$PYTHON" -c 'import sys; print(sys.prefix)')/.test-requirements-installed"
-if ! cmp -s requirements-test-tf2.txt "$test_stamp"; then
-  "$PYTHON" -m pip install -q -r requirements-test-tf2.txt
-  cp requirements-test-tf2.txt "$test_stamp" 2>/dev/null || true
-fi
+install_test_requirements requirements-test-tf2.txt
 echo "[run_tests_tf2] $("$PYTHON" -c 'import sys, tensorflow as tf; print("Python %d.%d, TensorFlow %s" % (sys.version_info[:2] + (tf.__version__,)))' 2>/dev/null)"
 # TF2_SUBSET: what differs between the versions (model numerics, checkpoints, device options, every
 # entry point once); the rest of the suite exercises the same code paths and stays on TF 1.15.
