@@ -291,8 +291,9 @@ def _restore_or_initialize(sess, graph, latest, model_dir, weights_prefix):
                                        skip_mismatched_head=True)
     if skipped:
         # The official head initialization, uniform(+-1/sqrt(classes)), is sized for 1000 classes: with 2 it
-        # gives pretrained features logits in the tens, a loss of 3-4 and a first few epochs spent undoing it
-        # (measured: validation stuck at the majority class). Zero logits start at the uniform prediction.
+        # gives pretrained features logits in the tens and a first loss of 3-4 (measured on 2 classes: the loss
+        # was still 2.1 after 10 epochs, validation 0.64 against 0.78 from zero). Zero starts at the uniform
+        # prediction.
         sess.run(graph.zero_head)
     if graph.ema_sync is not None:
         sess.run(graph.ema_sync)
