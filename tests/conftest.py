@@ -23,14 +23,64 @@ def fixture_dir():
 DEMO_DATA = os.path.join(REPO_ROOT, "data", "demo")
 
 
+def python_env(extra_env=None):
+    """The environment the package's scripts run in under test: the repo importable, CPU only, TF quiet."""
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    env.update(extra_env or {})
+    return env
+
+
 def run_python(args, extra_env=None, timeout=600, **kwargs):
     """Runs `python args...` from the repo root, as a user would, on the CPU; returns CompletedProcess."""
     import subprocess
 
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    env.update(extra_env or {})
-    return subprocess.run([sys.executable] + list(args), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout, **kwargs)
+    return subprocess.run([sys.executable] + list(args), cwd=REPO_ROOT, env=python_env(extra_env),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout,
+                          **kwargs)
+
+
+def device_flags(**overrides):
+    """device.py's flags at their defaults, with overrides, as the object device.Device and resolve() read."""
+    import types
+
+    from absl import flags
+
+    import device
+
+    values = {flag.name: flag.default for flag in flags.FLAGS.get_flags_for_module(device)}
+    unknown = set(overrides) - set(values)
+    assert not unknown, unknown
+    values.update(overrides)
+    return types.SimpleNamespace(**values)
+
+
+def relative_error(ours, reference):
+    """Largest absolute difference over the reference's largest magnitude."""
+    import numpy as np
+
+    return float(np.abs(ours - reference).max() / np.abs(reference).max())
+
+
+def read_case_log(path):
+    """{key: value} of a ModelZoo ${CaseName}.log's `Key = value` lines."""
+    with open(path) as f:
+        return dict(line.rstrip("\n").split(" = ", 1) for line in f if line.strip())
+
+
+def listed_checkpoint_steps(model_dir):
+    """Steps of the checkpoints the folder's `checkpoint` state file lists, oldest first."""
+    import tensorflow.compat.v1 as tf
+
+    state = tf.train.get_checkpoint_state(str(model_dir))
+    return [] if state is None else [int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths]
+
+
+def saved_checkpoint_steps(folder):
+    """Steps of the model.ckpt-<step> checkpoints on disk in folder (damaged ones included), sorted."""
+    import checkpoint_utils
+
+    return sorted(checkpoint_utils.checkpoint_step(p) for p in checkpoint_utils.checkpoint_prefixes(str(folder))
+                  if os.path.basename(p).startswith("model.ckpt-"))
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from conftest import DEMO_DATA, FIXTURE_DIR, REPO_ROOT, run_python
+from conftest import DEMO_DATA, FIXTURE_DIR, REPO_ROOT, relative_error, run_python
 import checkpoint_utils
 import convert_weights
 import freeze_graph
@@ -85,10 +85,6 @@ def logits_of():
         sess.close()
 
 
-def _relative_error(ours, reference):
-    return float(np.abs(ours - reference).max() / np.abs(reference).max())
-
-
 def _convert(sources, name, tmp_path, **kwargs):
     entry = sources[0]["sources"][name]
     kwargs.setdefault("timm_model", entry["timm_model"])
@@ -104,7 +100,7 @@ def test_converted_weights_give_the_source_logits(sources, logits_of, name, tmp_
     recorded = json.load(open(os.path.join(os.path.dirname(prefix), "run_config.json")))
     assert (recorded["model_name"], recorded["num_classes"], recorded["image_size"]) == (model_name, 1000, 224)
     reference = sources[1][name]
-    error = _relative_error(logits_of(prefix, model_name, sources[1]["images"]), reference)
+    error = relative_error(logits_of(prefix, model_name, sources[1]["images"]), reference)
     print("%s: max relative logit error %.2e" % (name, error))
     assert error <= MAX_RELATIVE_ERROR
 
@@ -114,7 +110,7 @@ def test_symmetric_padding_weights_are_refused_because_they_disagree(sources, lo
         _convert(sources, "timm_efficientnet_b0", tmp_path)
     # Converted anyway (claimed to be the tf_ variant), they give visibly different logits.
     prefix, model_name, _ = _convert(sources, "timm_efficientnet_b0", tmp_path, timm_model="tf_efficientnet_b0")
-    error = _relative_error(logits_of(prefix, model_name, sources[1]["images"]), sources[1]["timm_efficientnet_b0"])
+    error = relative_error(logits_of(prefix, model_name, sources[1]["images"]), sources[1]["timm_efficientnet_b0"])
     print("timm efficientnet_b0 (symmetric padding) forced: max relative logit error %.2e" % error)
     assert error > 100 * MAX_RELATIVE_ERROR
 

@@ -5,27 +5,17 @@ import logging
 import os
 import subprocess
 import sys
-import types
 
-from absl import flags
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+from conftest import device_flags
 import device
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NPU_DOUBLE_DIR = os.path.join(REPO_ROOT, "tests", "npu_double")
 DeviceError = device.DeviceError
-
-
-def make_flags(**overrides):
-    """device.py's flags at their defaults, with overrides, as the object resolve() reads."""
-    values = {flag.name: flag.default for flag in flags.FLAGS.get_flags_for_module(device)}
-    unknown = set(overrides) - set(values)
-    assert not unknown, unknown
-    values.update(overrides)
-    return types.SimpleNamespace(**values)
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +52,7 @@ def test_double_is_not_importable_by_default():
 
 def test_npu_without_bridge_raises_with_the_fix():
     with pytest.raises(DeviceError) as error:
-        device.resolve(make_flags(device="npu"))
+        device.resolve(device_flags(device="npu"))
     message = str(error.value)
     assert message.startswith("npu_bridge is not importable")
     assert "set_env.sh" in message and "--device=cpu/gpu" in message
@@ -71,7 +61,7 @@ def test_npu_without_bridge_raises_with_the_fix():
 
 
 def test_auto_without_bridge_picks_gpu_or_cpu():
-    dev = device.resolve(make_flags(iterations_per_loop=50))
+    dev = device.resolve(device_flags(iterations_per_loop=50))
     has_gpu = bool(tf.config.experimental.list_physical_devices("GPU"))
     assert dev.name == ("gpu" if has_gpu else "cpu")
     assert (dev.precision, dev.iterations_per_loop, dev.rank_size, dev.rank_id) == ("fp32", 1, 1, 0)
@@ -80,7 +70,7 @@ def test_auto_without_bridge_picks_gpu_or_cpu():
 
 
 def test_cpu_device_changes_nothing():
-    dev = device.resolve(make_flags(device="cpu", intra_op_threads=3, inter_op_threads=2))
+    dev = device.resolve(device_flags(device="cpu", intra_op_threads=3, inter_op_threads=2))
     config = dev.session_config()
     assert (config.intra_op_parallelism_threads, config.inter_op_parallelism_threads) == (3, 2)
     assert not config.graph_options.rewrite_options.custom_optimizers
@@ -99,7 +89,7 @@ def test_cpu_device_changes_nothing():
 
 
 def test_gpu_config_and_mixed_precision_wrapper():
-    dev = device.Device("gpu", make_flags(gpu_amp=True, xla=True, loss_scale_incr_every_n_steps=500))
+    dev = device.Device("gpu", device_flags(gpu_amp=True, xla=True, loss_scale_incr_every_n_steps=500))
     assert dev.precision == "mixed"
     config = dev.session_config()
     assert config.gpu_options.allow_growth
@@ -112,7 +102,7 @@ def test_gpu_config_and_mixed_precision_wrapper():
             tf.train.experimental.disable_mixed_precision_graph_rewrite()
     assert type(wrapped).__name__ == "MixedPrecisionLossScaleOptimizer"
     assert wrapped._loss_scale.increment_period == 500  # pylint: disable=protected-access
-    plain = device.Device("gpu", make_flags())
+    plain = device.Device("gpu", device_flags())
     assert plain.precision == "fp32"
     assert plain.session_config().graph_options.rewrite_options.auto_mixed_precision == 0
 
@@ -121,16 +111,16 @@ def test_rank_environment_is_checked(monkeypatch):
     monkeypatch.setenv("RANK_SIZE", "8")
     monkeypatch.setenv("RANK_ID", "ascend8p")
     with pytest.raises(DeviceError, match="must be integers"):
-        device.resolve(make_flags(device="cpu"))
+        device.resolve(device_flags(device="cpu"))
     monkeypatch.setenv("RANK_ID", "8")
     with pytest.raises(DeviceError, match="outside 0..RANK_SIZE-1"):
-        device.resolve(make_flags(device="cpu"))
+        device.resolve(device_flags(device="cpu"))
     monkeypatch.setenv("RANK_ID", "3")
     with pytest.raises(DeviceError, match="on GPU/CPU several processes train under Horovod") as error:
-        device.resolve(make_flags(device="cpu"))
+        device.resolve(device_flags(device="cpu"))
     assert "train_8p.sh --device=cpu" in str(error.value) and "horovodrun -np 8" in str(error.value)
     # Evaluation is one process whatever the environment says.
-    dev = device.resolve(make_flags(device="cpu"), training=False)
+    dev = device.resolve(device_flags(device="cpu"), training=False)
     assert (dev.rank_size, dev.rank_id, dev.is_chief) == (1, 0, True)
     assert dev.broadcast_variables_op([]) is None and dev.average_over_ranks_op([]) is None
 
@@ -138,16 +128,16 @@ def test_rank_environment_is_checked(monkeypatch):
 # ---------------------------------------------------------------- NPU path through the double
 
 def test_auto_picks_npu_with_the_double(npu):
-    dev = device.resolve(make_flags())
+    dev = device.resolve(device_flags())
     assert (dev.name, dev.precision, dev.iterations_per_loop) == ("npu", "allow_mix_precision", 100)
     assert dev.describe() == "device=npu precision=allow_mix_precision iterations_per_loop=100 rank=0/1 mode=train"
-    evaluation = device.resolve(make_flags(iterations_per_loop=20), training=False)
+    evaluation = device.resolve(device_flags(iterations_per_loop=20), training=False)
     assert evaluation.iterations_per_loop == 1
     assert "iterations_per_loop" not in npu_options(evaluation.session_config())
 
 
 def test_npu_session_config(npu):
-    config = device.resolve(make_flags(device="npu", iterations_per_loop=20)).session_config()
+    config = device.resolve(device_flags(device="npu", iterations_per_loop=20)).session_config()
     options = npu_options(config)
     assert options["use_off_line"].b
     assert options["precision_mode"].s == b"allow_mix_precision"
@@ -160,7 +150,7 @@ def test_npu_session_config(npu):
                    "hcom_parallel"):
         assert absent not in options
 
-    single = npu_options(device.resolve(make_flags(device="npu", iterations_per_loop=1,
+    single = npu_options(device.resolve(device_flags(device="npu", iterations_per_loop=1,
                                                    precision_mode="force_fp16")).session_config())
     assert single["precision_mode"].s == b"force_fp16"
     assert "iterations_per_loop" not in single and "enable_data_pre_proc" not in single
@@ -170,7 +160,7 @@ def test_npu_dump_profiling_and_mixlist_options(npu, tmp_path, monkeypatch):
     mixlist = tmp_path / "mixlist.json"
     mixlist.write_text(json.dumps({"white-list": {"to-add": ["ReduceMeanD"]}}))
     monkeypatch.chdir(tmp_path)
-    flags_obj = make_flags(device="npu", modify_mixlist="mixlist.json", over_dump=True, over_dump_path="dump",
+    flags_obj = device_flags(device="npu", modify_mixlist="mixlist.json", over_dump=True, over_dump_path="dump",
                            data_dump_flag=True, data_dump_path="dump", data_dump_step="0|5|10-12",
                            profiling=True, profiling_dump_path="prof")
     options = npu_options(device.resolve(flags_obj).session_config())
@@ -198,7 +188,7 @@ def test_npu_flag_errors(npu, tmp_path, monkeypatch, overrides, message):
     (tmp_path / "mixlist.json").write_text("{}")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DeviceError, match=message):
-        device.resolve(make_flags(device="npu", **overrides))
+        device.resolve(device_flags(device="npu", **overrides))
 
 
 def test_npu_wrapper_order_and_managers(npu, monkeypatch, tmp_path):
@@ -206,7 +196,7 @@ def test_npu_wrapper_order_and_managers(npu, monkeypatch, tmp_path):
     (tmp_path / "rank_table.json").write_text("{}")
     with tf.Graph().as_default():
         base = tf.train.RMSPropOptimizer(0.1)
-        wrapped = device.resolve(make_flags()).wrap_optimizer(base)
+        wrapped = device.resolve(device_flags()).wrap_optimizer(base)
         from npu_bridge.npu_init import (ExponentialUpdateLossScaleManager, FixedLossScaleManager,
                                          NPUDistributedOptimizer, NPULossScaleOptimizer)
         assert isinstance(wrapped, NPULossScaleOptimizer)
@@ -222,7 +212,7 @@ def test_npu_wrapper_order_and_managers(npu, monkeypatch, tmp_path):
         monkeypatch.setenv("RANK_SIZE", "8")
         monkeypatch.setenv("RANK_ID", "3")
         npu.clear()
-        dev = device.resolve(make_flags(loss_scale_manager="fixed", fixed_loss_scale=512))
+        dev = device.resolve(device_flags(loss_scale_manager="fixed", fixed_loss_scale=512))
         assert dev.shard_info() == (8, 3) and not dev.is_chief
         assert dev.describe().endswith("rank=3/8 mode=train collective=hccl")
         assert npu_options(dev.session_config())["hcom_parallel"].b
@@ -232,13 +222,13 @@ def test_npu_wrapper_order_and_managers(npu, monkeypatch, tmp_path):
         assert npu.calls("NPULossScaleOptimizer")[0]["is_distributed"] is True
 
         npu.clear()
-        unscaled = device.resolve(make_flags(precision_mode="force_fp32")).wrap_optimizer(base)
+        unscaled = device.resolve(device_flags(precision_mode="force_fp32")).wrap_optimizer(base)
         assert isinstance(unscaled, NPUDistributedOptimizer)
         assert npu.names() == ["NPUDistributedOptimizer"]
 
 
 def test_npu_dropout_only_in_training(npu):
-    dropout = device.resolve(make_flags()).dropout_fn()
+    dropout = device.resolve(device_flags()).dropout_fn()
     with tf.Graph().as_default():
         x = tf.ones([4, 8])
         assert dropout(x, 0.2, False) is x
@@ -251,7 +241,7 @@ def test_npu_dropout_only_in_training(npu):
 
 
 def test_npu_loop_runs_n_steps_per_session_run(npu):
-    dev = device.resolve(make_flags(iterations_per_loop=5))
+    dev = device.resolve(device_flags(iterations_per_loop=5))
     with tf.Graph().as_default():
         global_step = tf.train.get_or_create_global_step()
         w = tf.Variable(0.0)
@@ -275,7 +265,7 @@ def test_npu_loop_runs_n_steps_per_session_run(npu):
 
 
 def test_npu_loss_scaling_skips_non_finite_steps(npu):
-    dev = device.resolve(make_flags(iterations_per_loop=1))
+    dev = device.resolve(device_flags(iterations_per_loop=1))
     with tf.Graph().as_default():
         global_step = tf.train.get_or_create_global_step()
         w = tf.Variable(1.0)
@@ -295,7 +285,7 @@ def test_npu_loss_scaling_skips_non_finite_steps(npu):
 
 
 def test_round_to_loop_logs_when_it_rounds(npu, caplog):
-    dev = device.resolve(make_flags(iterations_per_loop=100))
+    dev = device.resolve(device_flags(iterations_per_loop=100))
     caplog.set_level(logging.INFO)
     assert dev.round_to_loop(300, "save_checkpoints_steps") == 300
     assert "rounded" not in caplog.text
@@ -324,7 +314,7 @@ def test_npu_ranks_need_a_rank_table_file(npu, monkeypatch, tmp_path):
     monkeypatch.setenv("RANK_ID", "1")
     monkeypatch.setenv("RANK_TABLE_FILE", str(tmp_path / "missing.json"))
     with pytest.raises(DeviceError, match="needs RANK_TABLE_FILE") as error:
-        device.resolve(make_flags(device="npu"))
+        device.resolve(device_flags(device="npu"))
     assert "make_rank_table.py" in str(error.value)
 
 
@@ -335,7 +325,7 @@ def test_npu_collectives_broadcast_and_average_through_hccl_ops(npu, monkeypatch
     monkeypatch.setenv("RANK_TABLE_FILE", str(tmp_path / "rank_table.json"))
     monkeypatch.setenv("RANK_SIZE", "2")
     monkeypatch.setenv("RANK_ID", "1")
-    dev = device.resolve(make_flags(device="npu"))
+    dev = device.resolve(device_flags(device="npu"))
     with tf.Graph().as_default():
         a = tf.Variable([[1.0, 2.0], [3.0, 4.0]], name="a")
         b = tf.Variable(5.0, name="b")

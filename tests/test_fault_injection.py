@@ -17,7 +17,7 @@ import time
 import pytest
 import tensorflow.compat.v1 as tf
 
-from conftest import DEMO_DATA, REPO_ROOT
+from conftest import DEMO_DATA, REPO_ROOT, python_env, saved_checkpoint_steps
 
 import checkpoint_utils
 import checkpointing
@@ -36,15 +36,6 @@ def _command(model_dir, max_steps=TOTAL_STEPS):
             "--log_every_n_steps=1"]
 
 
-def _env():
-    return dict(os.environ, PYTHONPATH=REPO_ROOT, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-
-
-def _steps(model_dir):
-    """Steps of the model.ckpt-* checkpoints on disk (damaged ones included)."""
-    return sorted(checkpoint_utils.checkpoint_step(p) for p in checkpoint_utils.checkpoint_prefixes(model_dir))
-
-
 def _held_step(prefix):
     return int(tf.train.NewCheckpointReader(prefix).get_tensor("global_step"))
 
@@ -53,7 +44,7 @@ def _run(model_dir, log_path, signum=None, after_steps=0, delay=0.0, max_steps=T
     """Runs train.py; with signum, sends it `delay` seconds after it logged `after_steps` + 1 training steps
     (or at once when it exits before)."""
     with open(log_path, "w") as log:
-        process = subprocess.Popen(_command(model_dir, max_steps), cwd=REPO_ROOT, env=_env(),
+        process = subprocess.Popen(_command(model_dir, max_steps), cwd=REPO_ROOT, env=python_env(),
                                    stdout=subprocess.DEVNULL, stderr=log)
         if signum is not None:
             deadline = time.time() + 600
@@ -77,18 +68,18 @@ def _chain(seed, root):
     rng.shuffle(order)
     runs = []
     for index, signum in enumerate(order):
-        before = _steps(model_dir) if os.path.isdir(model_dir) else []
+        before = saved_checkpoint_steps(model_dir) if os.path.isdir(model_dir) else []
         code, log = _run(model_dir, os.path.join(root, "run_%d_%d.log" % (seed, index)), signum,
                          rng.randint(0, 3), rng.uniform(0.0, 1.0))
         saved = re.search(r"^interrupted by \w+: saved step (\d+) as (\S+);", log, re.M)
-        runs.append({"signal": signum, "before": before, "after": _steps(model_dir), "code": code, "log": log,
+        runs.append({"signal": signum, "before": before, "after": saved_checkpoint_steps(model_dir), "code": code, "log": log,
                      "saved": saved and (int(saved.group(1)), _held_step(saved.group(2)),
                                          checkpoint_utils.checkpoint_step(saved.group(2)))})
     moved, copy = model_dir + "_moved", model_dir + "_copy"
     shutil.copytree(model_dir, copy)
     os.rename(model_dir, moved)  # a state file with absolute paths would now point nowhere
     moved_files = {name: os.path.getmtime(os.path.join(moved, name)) for name in os.listdir(moved)}
-    before = _steps(copy)
+    before = saved_checkpoint_steps(copy)
     damaged = before[-1] if len(before) > 1 else None
     if damaged is not None:
         os.remove(os.path.join(copy, "model.ckpt-%d.index" % damaged))
@@ -97,7 +88,7 @@ def _chain(seed, root):
     with open(os.path.join(copy, checkpointing.LOCK_FILE), "w") as lock:
         lock.write('{"pid": %d, "host": "%s"}' % (dead.pid, socket.gethostname()))
     code, log = _run(copy, os.path.join(root, "run_%d_final.log" % seed))
-    runs.append({"signal": None, "before": before, "after": _steps(copy), "code": code, "log": log,
+    runs.append({"signal": None, "before": before, "after": saved_checkpoint_steps(copy), "code": code, "log": log,
                  "damaged": damaged, "copy": copy, "moved": moved, "moved_files": moved_files})
     return runs
 

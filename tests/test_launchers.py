@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import DEMO_DATA, NPU_DOUBLE_DIR, REPO_ROOT
+from conftest import DEMO_DATA, NPU_DOUBLE_DIR, REPO_ROOT, read_case_log
 
 NETWORK = "EfficientNet_for_TensorFlow"
 # 0.022 epochs of the demo's 1438 images at batch 8 are 4 steps: a user's --epochs wins over the demo
@@ -27,12 +27,6 @@ def run_script(script, args, cwd, env_extra=None):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
                             timeout=600)
     return result.returncode, result.stdout
-
-
-def read_case_log(path):
-    """{key: value} of a ${CaseName}.log's `Key = value` lines."""
-    with open(path) as f:
-        return dict(line.rstrip("\n").split(" = ", 1) for line in f if line.strip())
 
 
 def final_result(output):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+from conftest import relative_error
 import efficientnet_builder as builder
 import efficientnet_model
 import float64_reference
@@ -48,10 +49,6 @@ def _fast_session():
     return tf.Session(config=config)
 
 
-def _relative_error(ours, reference):
-    return float(np.abs(ours - reference).max() / np.abs(reference).max())
-
-
 def test_b0_variables_are_the_official_ones(official_b0, b0_outputs_here):
     assert b0_outputs_here["variables"] == official_b0["model_variables"]
     assert b0_outputs_here["trainable"] == 213
@@ -59,7 +56,7 @@ def test_b0_variables_are_the_official_ones(official_b0, b0_outputs_here):
 
 def test_b0_ema_weights_reproduce_official_logits(official_b0, b0_outputs_here):
     for name in ("logits_ema", "features_ema"):
-        assert _relative_error(b0_outputs_here[name], official_b0[name]) <= 1e-4, name
+        assert relative_error(b0_outputs_here[name], official_b0[name]) <= 1e-4, name
     top5 = np.argsort(-b0_outputs_here["logits_ema"], axis=1)[:, :5].tolist()
     assert top5 == official_b0["top5_ema"]
 
@@ -83,7 +80,7 @@ def test_float64_reference_is_the_official_model(official_b0, exact_b0_outputs):
     """The float64 reference is only worth judging others by if it is the official model: on the
     well-conditioned EMA weights it agrees with the official float32 numbers (measured 1.2e-5, 6.6e-5)."""
     for name in ("logits_ema", "features_ema"):
-        assert _relative_error(official_b0[name], exact_b0_outputs[name]) <= 1e-4, name
+        assert relative_error(official_b0[name], exact_b0_outputs[name]) <= 1e-4, name
 
 
 def test_b0_raw_weights_as_exact_as_the_official_float32(official_b0, b0_outputs_here, exact_b0_outputs):
@@ -104,10 +101,10 @@ def test_b0_raw_weights_as_exact_as_the_official_float32(official_b0, b0_outputs
     constant breaks both by orders of magnitude; the EMA comparison keeps its 1e-4 bound.
     """
     for name in ("logits_raw", "features_raw"):
-        official_error = _relative_error(official_b0[name], exact_b0_outputs[name])
-        ours_error = _relative_error(b0_outputs_here[name], exact_b0_outputs[name])
+        official_error = relative_error(official_b0[name], exact_b0_outputs[name])
+        ours_error = relative_error(b0_outputs_here[name], exact_b0_outputs[name])
         assert ours_error <= 2 * official_error, (name, ours_error, official_error)
-        assert _relative_error(b0_outputs_here[name], official_b0[name]) <= official_error, name
+        assert relative_error(b0_outputs_here[name], official_b0[name]) <= official_error, name
 
 
 def test_b0_endpoint_shapes(official_b0, b0_outputs_here):

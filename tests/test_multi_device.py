@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from conftest import DEMO_DATA, NPU_DOUBLE_DIR, REPO_ROOT
+from conftest import DEMO_DATA, NPU_DOUBLE_DIR, REPO_ROOT, listed_checkpoint_steps, read_case_log
 
 SMALL = ["--image_size=32", "--batch_size=4", "--TMP_WEIGHTS_PATH="]
 INSTALL_HINT = "bash scripts/install_horovod.sh"
@@ -111,11 +111,6 @@ def finish(process, log_path, timeout=900):
 def read(path):
     with open(path) as handle:
         return handle.read()
-
-
-def checkpoint_steps(model_dir):
-    state = tf.train.get_checkpoint_state(model_dir)
-    return [] if state is None else [int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths]
 
 
 def rank_table(tmp_path, device_ids):
@@ -231,7 +226,7 @@ def test_train_8p_ranks_broadcast_every_variable_and_average_gradients(npu_runs)
 
 def test_train_8p_rank_0_alone_writes(npu_runs):
     launcher, _ = npu_runs
-    assert checkpoint_steps(launcher["model"]) == [2, 4]
+    assert listed_checkpoint_steps(launcher["model"]) == [2, 4]
     assert os.path.isfile(os.path.join(launcher["model"], "run_config.json"))
     events = glob.glob(os.path.join(launcher["log"], "events.out.tfevents.*"))
     assert len(events) == 1
@@ -246,12 +241,11 @@ def test_performance_8p_per_device_folders_and_result_from_rank_0(npu_runs):
         assert os.path.isfile(os.path.join(perf["dir"], device, "train_%s.log" % device))
     rank0 = os.path.join(perf["dir"], "4")
     assert "rank=1/2" in read(os.path.join(perf["dir"], "5", "train_5.log"))
-    assert checkpoint_steps(os.path.join(rank0, "ckpt")) == [4]
+    assert listed_checkpoint_steps(os.path.join(rank0, "ckpt")) == [4]
     assert not os.path.exists(os.path.join(perf["dir"], "5", "ckpt"))
     assert perf["output"].count("------------------ Final result ------------------") == 1
     case = "EfficientNet_for_TensorFlow_bs4_2p_perf"
-    with open(os.path.join(rank0, case + ".log")) as handle:
-        result = dict(line.rstrip("\n").split(" = ", 1) for line in handle if line.strip())
+    result = read_case_log(os.path.join(rank0, case + ".log"))
     assert result["RankSize"] == "2" and result["BatchSize"] == "4" and result["CaseName"] == case
     fps = float(result["ActualFPS"])
     # TrainingTime is the time of one global step in ms: batch x ranks x 1000 / images per second.
@@ -319,7 +313,7 @@ def horovodrun(out_dir, args, log_path):
 def wait_for_checkpoint(model_dir, process, timeout=600):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if checkpoint_steps(model_dir):
+        if listed_checkpoint_steps(model_dir):
             return
         assert process.poll() is None, "the run ended before writing a checkpoint"
         time.sleep(0.5)
@@ -347,7 +341,7 @@ def resumed(horovod, tmp_path_factory):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    killed_at = checkpoint_steps(model_dir)[-1]
+    killed_at = listed_checkpoint_steps(model_dir)[-1]
     assert killed_at < 8
     second = str(root / "second")
     os.makedirs(second)
@@ -366,7 +360,7 @@ def test_horovod_resume_after_sigkill_on_both_ranks(resumed):
         assert "rank %d: every variable set to rank 0's (step %d)" % (rank, step) in rank_lines
         assert "rank=%d/2 mode=train collective=horovod" % rank in rank_lines
         assert " step 8/8 loss " in rank_lines
-    assert checkpoint_steps(resumed["model"])[-1] == 8
+    assert listed_checkpoint_steps(resumed["model"])[-1] == 8
 
 
 def test_horovod_rank_0_alone_writes(resumed):

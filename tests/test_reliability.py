@@ -14,12 +14,11 @@ import subprocess
 import sys
 import types
 
-from absl import flags
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from conftest import DEMO_DATA, run_python
+from conftest import DEMO_DATA, device_flags, run_python, saved_checkpoint_steps
 
 import checkpoint_utils
 import checkpointing
@@ -53,12 +52,6 @@ class TinyModel(object):
     def save_at(self, step, weight=1.0):
         self.sess.run([self.set_step, self.set_weight], {self.step_to: step, self.value: weight})
         return self.saver.save(self.sess)
-
-
-def _saved_steps(folder):
-    """Steps of the model.ckpt-<step> checkpoints in folder (damaged ones included)."""
-    return sorted(checkpoint_utils.checkpoint_step(p) for p in checkpoint_utils.checkpoint_prefixes(str(folder))
-                  if os.path.basename(p).startswith("model.ckpt-"))
 
 
 @pytest.fixture
@@ -142,7 +135,7 @@ def test_saver_never_writes_diverged_weights(tmp_path):
                            match=r"step 4 not saved: weight weight %s.*last good checkpoint is %s"
                                  % (reason, good)):
             model.save_at(4, weight)
-    assert _saved_steps(tmp_path / "model") == [3]
+    assert saved_checkpoint_steps(tmp_path / "model") == [3]
 
 
 def test_saver_judges_a_batch_norm_variance_by_its_square_root(tmp_path):
@@ -169,14 +162,14 @@ def test_saver_names_by_global_step_and_counts_retention_on_disk(tmp_path):
     (folder / "best.ckpt.index").write_bytes((folder / "model.ckpt-1.index").read_bytes())
     model = TinyModel(folder, keep_checkpoint_max=3)
     assert model.save_at(8) == str(folder / "model.ckpt-8")
-    assert _saved_steps(folder) == [6, 7, 8]
+    assert saved_checkpoint_steps(folder) == [6, 7, 8]
     assert (folder / "best.ckpt.index").exists(), "checkpoints of other names are left alone"
     state = tf.train.get_checkpoint_state(str(folder))
     assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == ["model.ckpt-%d" % s for s in (6, 7, 8)]
     # A damaged newer checkpoint (skipped when resuming) is not counted and not deleted before it is reached.
     os.remove(str(folder / "model.ckpt-8.index"))
     TinyModel(folder, keep_checkpoint_max=2).save_at(7)
-    assert _saved_steps(folder) == [6, 7, 8]
+    assert saved_checkpoint_steps(folder) == [6, 7, 8]
 
 
 def test_saver_turns_a_failed_write_into_one_error(tmp_path):
@@ -231,7 +224,7 @@ def test_loop_saves_on_a_stop_request_under_the_step_it_holds(tmp_path):
     assert (stopped.value.signum, stopped.value.step) == (signal.SIGTERM, 3)
     assert stopped.value.prefix == str(tmp_path / "model" / "model.ckpt-3")
     assert tf.train.NewCheckpointReader(stopped.value.prefix).get_tensor("global_step") == 3
-    assert _saved_steps(tmp_path / "model") == [2, 3]
+    assert saved_checkpoint_steps(tmp_path / "model") == [2, 3]
 
 
 def test_loop_names_the_last_good_checkpoint_on_a_non_finite_loss(tmp_path):
@@ -239,7 +232,7 @@ def test_loop_names_the_last_good_checkpoint_on_a_non_finite_loss(tmp_path):
     with pytest.raises(train.TrainingError, match=r"loss is nan at step 5: lower --learning_rate; the last good "
                                                   r"checkpoint is .*model.ckpt-4 \(resuming starts there\)"):
         _loop(model, tmp_path, nan_from=5)
-    assert _saved_steps(tmp_path / "model") == [2, 4]
+    assert saved_checkpoint_steps(tmp_path / "model") == [2, 4]
 
 
 # Defect 10: the lock.
@@ -286,11 +279,6 @@ def _read_all(dataset):
                     return labels
 
 
-def _cpu():
-    values = {flag.name: flag.default for flag in flags.FLAGS.get_flags_for_module(device)}
-    return device.Device("cpu", types.SimpleNamespace(**values))
-
-
 def _pipeline_error(data_path, split, num_classes, label_offset=None):
     info = preprocess.read_dataset_info(str(data_path))
     offset = info["label_offset"] if label_offset is None else label_offset
@@ -335,7 +323,7 @@ def test_zero_based_records_without_dataset_info_are_an_error_not_padding(tmp_pa
     with pytest.raises(preprocess.DatasetError,
                        match=r"stores label 0, which with label_offset 1 is class -1, outside \[0, 1000\): "
                              r"there is no dataset_info.json"):
-        evaluation.evaluate(str(data), os.path.join(fixture_dir, "ckpt"), 100, image_size=32, dev=_cpu())
+        evaluation.evaluate(str(data), os.path.join(fixture_dir, "ckpt"), 100, image_size=32, dev=device.Device("cpu", device_flags()))
     # With the info every real image is counted: 359, none taken for padding.
     labels = _read_all(lambda: preprocess.build_dataset(DEMO_DATA, False, 32, 100, num_classes=10))
     assert sum(1 for label in labels if label != preprocess.PADDING_LABEL) == 359

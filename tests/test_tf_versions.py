@@ -12,7 +12,7 @@ import tensorflow.compat.v1 as tf
 
 import tf_compat
 import tf_roundtrip
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, relative_error
 
 # Inputs and the outputs of TF 1.15.5's CPU Sigmoid / swish kernels for them (float32 bit patterns), in
 # a large tensor: TF 1.15 rounds tensors of a few elements differently (7.75 -> 0x1.ffc792p-1).
@@ -38,10 +38,6 @@ def _other_python():
         return os.environ["EFFICIENTNET_OTHER_PYTHON"]
     path = os.path.join(REPO_ROOT, ".venv" if tf_compat.IS_TF2 else ".venv-tf2", "bin", "python")
     return path if os.path.exists(path) else None
-
-
-def _relative_error(ours, reference):
-    return float(np.abs(ours - reference).max() / np.abs(reference).max())
 
 
 def test_sigmoid_and_swish_have_tf115_values_on_every_version():
@@ -106,8 +102,8 @@ def test_other_version_is_the_other_line(exchanged):
 @pytest.mark.parametrize("kind", ["raw", "ema"])
 def test_checkpoints_restore_across_versions_with_equal_logits(exchanged, kind):
     """Within the package's 1e-4 bound: batch norm's rsqrt still rounds 1 ulp apart (see tf_compat)."""
-    errors = (_relative_error(exchanged["read_by_other"][kind], exchanged["written_here"][kind]),
-              _relative_error(exchanged["read_here"][kind], exchanged["written_there"][kind]))
+    errors = (relative_error(exchanged["read_by_other"][kind], exchanged["written_here"][kind]),
+              relative_error(exchanged["read_here"][kind], exchanged["written_there"][kind]))
     assert max(errors) <= 1e-4, errors
 
 

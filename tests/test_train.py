@@ -10,7 +10,7 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from conftest import DEMO_DATA, REPO_ROOT, run_python
+from conftest import DEMO_DATA, REPO_ROOT, listed_checkpoint_steps, run_python
 
 SMALL = ["--TMP_DATA_PATH=%s" % DEMO_DATA, "--image_size=32", "--batch_size=8", "--log_every_n_steps=2"]
 
@@ -30,11 +30,6 @@ def _assert_clean_error(result, *fragments):
         assert fragment in errors[0], errors[0]
 
 
-def _steps(model_dir):
-    state = tf.train.get_checkpoint_state(str(model_dir))
-    return [int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths] if state else []
-
-
 def test_fine_tune_from_the_official_checkpoint(tmp_path, fixture_dir):
     # Laid out as Google's archives unpack: weights/<model>/model.ckpt-*.
     unpacked = tmp_path / "weights" / "efficientnet-b0"
@@ -49,7 +44,7 @@ def test_fine_tune_from_the_official_checkpoint(tmp_path, fixture_dir):
     assert len(skipped) == 1
     assert "efficientnet-b0/head/dense/kernel" in skipped[0] and "efficientnet-b0/head/dense/bias" in skipped[0]
     assert "stem" not in skipped[0]
-    assert _steps(tmp_path / "model") == [2]
+    assert listed_checkpoint_steps(tmp_path / "model") == [2]
     reader = tf.train.NewCheckpointReader(tf.train.latest_checkpoint(str(tmp_path / "model")))
     shapes = reader.get_variable_to_shape_map()
     assert shapes["efficientnet-b0/head/dense/kernel"] == [1280, 10]
@@ -109,24 +104,24 @@ def test_training_resumes_after_sigkill(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, CUDA_VISIBLE_DEVICES="")
     process = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not _steps(tmp_path / "model") and time.time() < deadline and process.poll() is None:
+    while not listed_checkpoint_steps(tmp_path / "model") and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    killed_at = _steps(tmp_path / "model")
+    killed_at = listed_checkpoint_steps(tmp_path / "model")
     assert killed_at and max(killed_at) < 60, "the run should have been killed mid-way, at %s" % killed_at
     result = subprocess.run(args, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             universal_newlines=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "resuming from" in result.stderr and "(step %d)" % max(killed_at) in result.stderr
     assert "step 60/60" in result.stderr
-    assert max(_steps(tmp_path / "model")) == 60
+    assert max(listed_checkpoint_steps(tmp_path / "model")) == 60
     assert "E2E Training Duration sec" in result.stdout
     # A finished run started again trains nothing and keeps its checkpoints.
     again = subprocess.run(args, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            universal_newlines=True, timeout=600)
     assert again.returncode == 0 and "nothing to train" in again.stderr
-    assert max(_steps(tmp_path / "model")) == 60
+    assert max(listed_checkpoint_steps(tmp_path / "model")) == 60
 
 
 def test_missing_and_empty_data_paths(tmp_path):

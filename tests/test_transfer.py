@@ -10,12 +10,10 @@ import signal
 import subprocess
 import sys
 import time
-import types
 
 import pytest
-from absl import flags
 
-from conftest import REPO_ROOT, run_python
+from conftest import REPO_ROOT, device_flags, python_env, run_python
 import device
 import evaluation
 import pretrained_weights
@@ -125,8 +123,7 @@ def test_best_checkpoint_and_validation_records(fine_tuned, solar_cells):
     config = json.loads((model / "best" / "run_config.json").read_text())
     assert config["best_step"] == best["step"] and config["model_name"] == "efficientnet-lite0"
     assert (model / "best" / "labels.txt").is_file()
-    cpu = device.Device("cpu", types.SimpleNamespace(
-        **{flag.name: flag.default for flag in flags.FLAGS.get_flags_for_module(device)}))
+    cpu = device.Device("cpu", device_flags())
     result = evaluation.evaluate(solar_cells, str(model / "best"), 64, dev=cpu)
     assert result["checkpoint"].endswith("model.ckpt-%d" % best["step"])
     assert result["top1"] == pytest.approx(best["top1"], abs=1e-6)
@@ -143,8 +140,7 @@ def test_early_stopping_and_resume_after_sigkill_keep_the_best(solar_cells, tmp_
                "--TMP_LOG_PATH=%s" % (tmp_path / "log"), "--TMP_WEIGHTS_PATH=", "--image_size=32", "--batch_size=8",
                "--max_steps=40", "--learning_rate=0", "--batch_norm_momentum=1", "--moving_average_decay=0",
                "--eval_every_n_steps=2", "--early_stopping_patience=2"]
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    first = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(command, cwd=REPO_ROOT, env=python_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while time.time() < deadline and first.poll() is None and not (model / training_policy.HISTORY_FILE).exists():
         time.sleep(0.2)
