@@ -226,11 +226,11 @@ def resolve_use_ema(use_ema, prefix):
     return choice == "true"
 
 
-def _listed(names):
-    """Formats at most _MAX_LISTED names plus a count of the rest."""
-    shown = ", ".join(names[:_MAX_LISTED])
-    if len(names) > _MAX_LISTED:
-        shown += " ... (%d more)" % (len(names) - _MAX_LISTED)
+def listed(names, limit=_MAX_LISTED):
+    """Formats at most `limit` names plus a count of the rest, for one-line messages."""
+    shown = ", ".join(names[:limit])
+    if len(names) > limit:
+        shown += " ... (%d more)" % (len(names) - limit)
     return shown
 
 
@@ -263,7 +263,7 @@ def model_variables_restore_map(prefix, model_vars, use_ema, skip_mismatched_hea
         raise CheckpointError(
             "checkpoint %s does not fit the model: %d shape mismatches: %s; pass the checkpoint's "
             "--model_name/--num_classes, or fine-tune with the head skipped"
-            % (prefix, len(mismatched), _listed(mismatched)))
+            % (prefix, len(mismatched), listed(mismatched)))
     return var_list, skipped
 
 
@@ -278,14 +278,14 @@ def _raise_missing(prefix, shapes, model_vars, missing, use_ema):
     if held is None:
         raise CheckpointError(
             "checkpoint %s holds no efficientnet-* variables (%d keys, e.g. %s): pass an EfficientNet "
-            "checkpoint" % (prefix, len(shapes), _listed(sorted(shapes)[:3])))
+            "checkpoint" % (prefix, len(shapes), listed(sorted(shapes)[:3])))
     if use_ema and not any(key.endswith(EMA_SUFFIX) for key in shapes):
         raise CheckpointError(
             "checkpoint %s has no ExponentialMovingAverage shadow variables: restore the raw weights "
             "(--use_ema=false)" % prefix)
     raise CheckpointError(
         "checkpoint %s lacks %d keys the model needs%s: %s; pass a checkpoint of the same model and "
-        "options" % (prefix, len(missing), " (EMA shadows)" if use_ema else "", _listed(missing)))
+        "options" % (prefix, len(missing), " (EMA shadows)" if use_ema else "", listed(missing)))
 
 
 def restore(sess, prefix, model_vars, use_ema, skip_mismatched_head=False):

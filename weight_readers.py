@@ -78,16 +78,17 @@ _ALLOWED_GLOBALS = {
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Builds state dicts and nothing else: any other global name is refused before it is used."""
+    """Builds state dicts and nothing else: any global name outside `allowed` is refused before it is used."""
 
-    def __init__(self, handle, path, load_storage):
+    def __init__(self, handle, path, load_storage, allowed):
         pickle.Unpickler.__init__(self, handle)
         self._path = path
         self._load_storage = load_storage
+        self._allowed = allowed
 
     def find_class(self, module, name):
-        if (module, name) in _ALLOWED_GLOBALS:
-            return _ALLOWED_GLOBALS[(module, name)]
+        if (module, name) in self._allowed:
+            return self._allowed[(module, name)]
         if module == "torch" and name in _TORCH_STORAGE_DTYPES:
             return _StorageType(name)
         raise WeightsFileError(
@@ -109,10 +110,6 @@ def _to_numpy_dtype(dtype):
 def _from_bfloat16(raw):
     """bfloat16 bits (uint16) to float32."""
     return (raw.astype(np.uint32) << 16).view(np.float32)
-
-
-def _unpickle(handle, path, load_storage):
-    return _unpickle_with(handle, path, load_storage, _ALLOWED_GLOBALS)
 
 
 def _read_torch_zip(path):
@@ -179,7 +176,7 @@ class _LegacyLoader(object):
             deferred = dict(_ALLOWED_GLOBALS)
             deferred[("torch._utils", "_rebuild_tensor")] = _DeferredTensor
             deferred[("torch._utils", "_rebuild_tensor_v2")] = _DeferredTensor
-            state = _unpickle_with(handle, self.path, load_storage, deferred)
+            state = _unpickle(handle, self.path, load_storage, deferred)
             keys = _unpickle(handle, self.path, self._refuse_storage)
             if not isinstance(keys, list):
                 raise WeightsFileError("%s has no storage list after its state dict: pass a file written by "
@@ -239,15 +236,9 @@ def _materialize(value):
     return value
 
 
-def _unpickle_with(handle, path, load_storage, allowed):
-    class Unpickler(_RestrictedUnpickler):
-        def find_class(self, module, name):
-            if (module, name) in allowed:
-                return allowed[(module, name)]
-            return _RestrictedUnpickler.find_class(self, module, name)
-
+def _unpickle(handle, path, load_storage, allowed=_ALLOWED_GLOBALS):
     try:
-        return Unpickler(handle, path, load_storage).load()
+        return _RestrictedUnpickler(handle, path, load_storage, allowed).load()
     except WeightsFileError:
         raise
     except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError,
