@@ -99,7 +99,8 @@ def newest_intact_checkpoint(folder):
     return None, damaged
 
 
-def _damaged_text(damaged):
+def damaged_text(damaged):
+    """'name (problem); ...' for newest_intact_checkpoint's damaged list."""
     return "; ".join("%s (%s)" % (os.path.basename(prefix), problem) for prefix, problem in damaged)
 
 
@@ -119,13 +120,13 @@ def resolve_checkpoint(path):
         prefix, damaged = newest_intact_checkpoint(path)
         if prefix is None and damaged:
             raise CheckpointError("no intact checkpoint in folder %s: %s; restore the files from a copy or "
-                                  "train again into an empty folder" % (path, _damaged_text(damaged)))
+                                  "train again into an empty folder" % (path, damaged_text(damaged)))
         if prefix is None:
             raise CheckpointError(
                 "no checkpoint in folder %s: expected <prefix>.index and <prefix>.data-* files there; "
                 "pass the training model_dir or a checkpoint prefix" % path)
         if damaged:
-            logging.warning("skipping damaged checkpoint(s) in %s: %s; using %s", path, _damaged_text(damaged),
+            logging.warning("skipping damaged checkpoint(s) in %s: %s; using %s", path, damaged_text(damaged),
                             os.path.basename(prefix))
         return prefix
     for suffix in (".index", ".meta"):
@@ -300,9 +301,9 @@ def restore_or_explain(saver, sess, prefix):
     try:
         saver.restore(sess, prefix)
     except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as err:
-        others = [p for p in checkpoint_prefixes(os.path.dirname(prefix) or ".")
-                  if p != prefix and checkpoint_problem(p) is None]
+        other = next((p for p in checkpoint_prefixes(os.path.dirname(prefix) or ".")
+                      if p != prefix and checkpoint_problem(p) is None), None)
         raise CheckpointError("checkpoint %s is damaged (%s); %s" % (
             prefix, err.message.splitlines()[0],
-            "move it away to use the newest other intact checkpoint, %s" % others[0] if others
+            "move it away to use the newest other intact checkpoint, %s" % other if other
             else "restore it from a copy"))

@@ -169,9 +169,9 @@ class CheckpointSaver(object):
         """Keeps the newest keep_checkpoint_max `model.ckpt-<step>` checkpoints up to saved_step (counted on
         disk, so earlier runs' checkpoints count too) and rewrites the state file. Newer ones (left by
         a run that went further and were skipped as damaged) are replaced when training reaches them."""
+        # checkpoint_prefixes lists them newest first.
         own = [p for p in checkpoint_utils.checkpoint_prefixes(self.model_dir)
                if _step_of(p) is not None and _step_of(p) <= saved_step]
-        own.sort(key=_step_of, reverse=True)
         kept = own[:self.keep_checkpoint_max] if self.keep_checkpoint_max > 0 else own
         for prefix in own[len(kept):]:
             _remove_checkpoint(prefix)

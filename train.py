@@ -264,8 +264,7 @@ def _resume_checkpoint(model_dir):
     training from scratch there would overwrite them."""
     latest, damaged = checkpoint_utils.newest_intact_checkpoint(model_dir)
     if damaged:
-        logging.warning("skipping damaged checkpoint(s): %s", "; ".join(
-            "%s (%s)" % (os.path.basename(prefix), problem) for prefix, problem in damaged))
+        logging.warning("skipping damaged checkpoint(s): %s", checkpoint_utils.damaged_text(damaged))
     if latest is None and damaged:
         raise TrainingError("TMP_MODEL_PATH %s holds checkpoint files but no intact checkpoint: move them away "
                             "(or restore them from a copy), or pass an empty TMP_MODEL_PATH" % model_dir)
