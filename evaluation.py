@@ -65,21 +65,17 @@ class Evaluator(object):
         checkpoint_utils.restore_or_explain(self._savers[key], self.sess, prefix)
         self.sess.run(self.iterator.initializer)
         all_labels, all_top5, all_losses = [], [], []
-        while True:
-            try:
-                batch_top5, batch_labels, batch_losses = self.sess.run([self.top5, self.labels, self.losses])
-            except tf.errors.OutOfRangeError:
-                break
-            except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
-                explained = preprocess.explain_pipeline_error(error, self.data_path, "validation",
-                                                              self.label_offset, self.num_classes)
-                if explained is None:
-                    raise
-                raise explained
-            valid = batch_labels != preprocess.PADDING_LABEL  # real labels were checked to be >= 0
-            all_labels.append(batch_labels[valid])
-            all_top5.append(batch_top5[valid])
-            all_losses.append(batch_losses[valid])
+        with preprocess.pipeline_errors_explained(self.data_path, "validation", self.label_offset,
+                                                  self.num_classes):
+            while True:
+                try:
+                    batch_top5, batch_labels, batch_losses = self.sess.run([self.top5, self.labels, self.losses])
+                except tf.errors.OutOfRangeError:
+                    break
+                valid = batch_labels != preprocess.PADDING_LABEL  # real labels were checked to be >= 0
+                all_labels.append(batch_labels[valid])
+                all_top5.append(batch_top5[valid])
+                all_losses.append(batch_losses[valid])
         labels = np.concatenate(all_labels) if all_labels else np.zeros([0], np.int32)
         count = int(labels.size)
         if count == 0:

@@ -5,6 +5,7 @@ Records hold `image/encoded` (JPEG, or PNG and other formats tf.image.decode_ima
 side does that) and int32 labels starting at 0.
 """
 
+import contextlib
 import glob
 import json
 import os
@@ -244,6 +245,19 @@ def _records_of(filename):
     records = tf.data.TFRecordDataset(filename, buffer_size=READ_BUFFER_BYTES)
     return records.enumerate().map(
         lambda index, record: (filename, index, record))
+
+
+@contextlib.contextmanager
+def pipeline_errors_explained(data_path, split, label_offset, num_classes):
+    """Re-raises an input-pipeline failure inside the block as explain_pipeline_error's DatasetError (other
+    errors pass unchanged)."""
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        explained = explain_pipeline_error(error, data_path, split, label_offset, num_classes)
+        if explained is None:
+            raise
+        raise explained
 
 
 def explain_pipeline_error(error, data_path, split, label_offset, num_classes):

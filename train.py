@@ -456,14 +456,9 @@ def _run_training(sess, graph, train_op, dev, progress, writer, model_dir, stop,
     log_every = dev.round_to_loop(training_policy.log_interval(FLAGS.log_every_n_steps, progress.total_steps),
                                   "log_every_n_steps")
     save_every = dev.round_to_loop(FLAGS.save_checkpoints_steps, "save_checkpoints_steps")
-    try:
+    with preprocess.pipeline_errors_explained(data_path, "train", label_offset, num_classes):
         return _train_loop(sess, graph, train_op, dev.is_chief, progress, writer, model_dir, stop, log_every,
                            save_every, validation)
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
-        explained = preprocess.explain_pipeline_error(error, data_path, "train", label_offset, num_classes)
-        if explained is None:
-            raise
-        raise explained
 
 
 def train():
