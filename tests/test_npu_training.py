@@ -18,24 +18,13 @@ from conftest import DEMO_DATA, NPU_DOUBLE_DIR, REPO_ROOT
 
 SMALL_RUN = ["--TMP_DATA_PATH=%s" % DEMO_DATA, "--TMP_WEIGHTS_PATH=", "--image_size=32", "--batch_size=8"]
 
-# Runs argv[2:] as __main__ with the double imported; at exit writes the recorded calls to argv[1]:
-# protobufs as base64, plain values as they are, other objects as their type name.
+# Runs argv[2:] as __main__ with the double imported; at exit writes the recorded calls to argv[1]
+# (npu_bridge._recorder.dump: protobufs as base64, plain values as they are, other objects as their type name).
 RUNNER = """
-import atexit, base64, json, runpy, sys
+import atexit, runpy, sys
 from npu_bridge import _recorder
 
-def encode(value):
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if hasattr(value, "SerializeToString"):
-        return {"proto": base64.b64encode(value.SerializeToString()).decode("ascii")}
-    return {"type": type(value).__name__}
-
-def dump(path=sys.argv[1]):
-    with open(path, "w") as handle:
-        json.dump([[name, {k: encode(v) for k, v in kwargs.items()}] for name, kwargs in _recorder.CALLS], handle)
-
-atexit.register(dump)
+atexit.register(_recorder.dump, sys.argv[1])
 sys.argv = sys.argv[2:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
