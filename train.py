@@ -360,6 +360,11 @@ class Validation(object):
         self.seconds = 0.0
         self.last_top1 = None
 
+    def close(self):
+        """Ends the evaluation session and the `eval` summary writer."""
+        self.evaluator.close()
+        self.writer.close()
+
     def due(self, step, total_steps):
         return training_policy.is_evaluation_step(step, self.interval, total_steps)
 
@@ -553,7 +558,7 @@ def _train(dev, model_dir, start_time, stop):
         step = _run_training(sess, graph, train_op, dev, progress, writer, model_dir, stop, FLAGS.TMP_DATA_PATH,
                              info["label_offset"], num_classes, validation)
     if validation is not None:
-        validation.evaluator.close()
+        validation.close()
         logging.info("validation: %d evaluation(s) took %.1f s, %.1f%% of the run", len(validation.history),
                      validation.seconds, 100.0 * validation.seconds / max(time.time() - start_time, 1e-9))
     elapsed = time.time() - start_time

@@ -36,13 +36,13 @@ def learning_rate(global_step, peak, schedule, steps_per_epoch, total_steps, war
     return rate
 
 
-def batch_norm_momentum(total_steps, official=OFFICIAL_BATCH_NORM_MOMENTUM):
+def batch_norm_momentum(total_steps):
     """The moving-statistics momentum for a run of total_steps: the official 0.99 for runs of 1000 steps
     or more; shorter runs (fine-tuning) forget their starting statistics (ImageNet's, or the initial
     0/1) within BATCH_NORM_MEMORY_FRACTION of the run, so evaluation sees the statistics of the data the
     network was trained on. With 0.99, 60 steps leave 55% of ImageNet's statistics in place."""
     memory_steps = BATCH_NORM_MEMORY_FRACTION * total_steps
-    return min(official, max(0.5, 1.0 - 1.0 / max(memory_steps, 1.0)))
+    return min(OFFICIAL_BATCH_NORM_MOMENTUM, max(0.5, 1.0 - 1.0 / max(memory_steps, 1.0)))
 
 
 def log_interval(requested, total_steps):
