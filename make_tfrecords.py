@@ -275,12 +275,13 @@ def convert(
         for (path, _), (written, bad) in zip(jobs, results):
             counts[os.path.basename(path).split('-')[0]] += written
             skipped.extend(bad)
+        skipped.sort()
         bad_paths = set(skipped)
         counts_by_class = {}
         for path, _, name in train + validation:
             if path not in bad_paths:
                 counts_by_class[name] = counts_by_class.get(name, 0) + 1
-        _check_complete(classes, counts_by_class, counts, validation_fraction, sorted(skipped))
+        _check_complete(classes, counts_by_class, counts, validation_fraction, skipped)
         for name, _ in classes[:MAX_LOGGED_CLASSES]:
             logging.info('class %s: %d images', name, counts_by_class[name])
         if len(classes) > MAX_LOGGED_CLASSES:
@@ -304,9 +305,8 @@ def convert(
         _move_into_place(staging_dir, output_dir, old_records)
     finally:
         shutil.rmtree(staging_dir, ignore_errors=True)
-    jobs = [(os.path.join(output_dir, os.path.basename(path)), examples) for path, examples in jobs]
-    return dict(info, output_dir=output_dir, skipped=sorted(skipped), files=[path for path, _ in jobs],
-                counts_by_class=counts_by_class, unbalanced=warning)
+    return dict(info, output_dir=output_dir, skipped=skipped,
+                files=[os.path.join(output_dir, os.path.basename(path)) for path, _ in jobs])
 
 
 FLAGS = flags.FLAGS
