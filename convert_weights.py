@@ -299,25 +299,19 @@ def official_variables(network, model_name):
     out += _bn_variables(model_name + "/stem/tpu_batch_normalization", network.stem.bn)
     for index, block in enumerate(network.blocks):
         scope = "%s/blocks_%d" % (model_name, index)
-        convs, bns = [], []
-        if block.expand_conv is not None:
-            convs.append(block.expand_conv)
-            bns.append(block.expand_bn)
-        bns.append(block.depthwise_bn)
-        convs.append(block.project)
-        bns.append(block.project_bn)
-        conv_names = ["conv2d" if i == 0 else "conv2d_%d" % i for i in range(len(convs))]
-        bn_names = ["tpu_batch_normalization" if i == 0 else "tpu_batch_normalization_%d" % i for i in range(len(bns))]
-        if block.expand_conv is not None:
-            out.append(("%s/%s/kernel" % (scope, conv_names[0]), convs[0]))
-            out += _bn_variables("%s/%s" % (scope, bn_names[0]), bns[0])
+        conv = lambda i: "%s/conv2d%s/kernel" % (scope, "_%d" % i if i else "")
+        bn = lambda i: "%s/tpu_batch_normalization%s" % (scope, "_%d" % i if i else "")
+        expanded = 1 if block.expand_conv is not None else 0
+        if expanded:
+            out.append((conv(0), block.expand_conv))
+            out += _bn_variables(bn(0), block.expand_bn)
         out.append((scope + "/depthwise_conv2d/depthwise_kernel", block.depthwise))
-        out += _bn_variables("%s/%s" % (scope, bn_names[-2]), block.depthwise_bn)
+        out += _bn_variables(bn(expanded), block.depthwise_bn)
         if block.se_reduce is not None:
             for name, (kernel, bias) in (("se/conv2d", block.se_reduce), ("se/conv2d_1", block.se_expand)):
                 out += [("%s/%s/kernel" % (scope, name), kernel), ("%s/%s/bias" % (scope, name), bias)]
-        out.append(("%s/%s/kernel" % (scope, conv_names[-1]), block.project))
-        out += _bn_variables("%s/%s" % (scope, bn_names[-1]), block.project_bn)
+        out.append((conv(expanded), block.project))
+        out += _bn_variables(bn(expanded + 1), block.project_bn)
     out.append((model_name + "/head/conv2d/kernel", network.head.conv))
     out += _bn_variables(model_name + "/head/tpu_batch_normalization", network.head.bn)
     out += [(model_name + "/head/dense/kernel", network.head.dense_kernel),
