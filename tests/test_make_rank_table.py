@@ -104,14 +104,12 @@ def test_bad_inputs_are_one_line_errors(tmp_path, table_8p, capsys):
     conf = hccn_conf(tmp_path / "hccn.conf", SERVER0_IPS)
     output = "--output=%s" % (tmp_path / "a.json")
     missing = tmp_path / "missing.conf"
-    assert "not found" in one_error(capsys, "--hccn_conf=%s" % missing, "--output=%s" % (tmp_path / "a.json"))
+    assert "not found" in one_error(capsys, "--hccn_conf=%s" % missing, output)
     empty = tmp_path / "empty.conf"
     empty.write_text("netmask_0=255.255.255.0\n")
     assert "no address_<i>=<ip> lines" in one_error(capsys, "--hccn_conf=%s" % empty, output)
-    assert "3 devices" in one_error(capsys, "--hccn_conf=%s" % conf, "--devices=0,1,2",
-                                    "--output=%s" % (tmp_path / "a.json"))
-    assert "distinct device ids" in one_error(capsys, "--hccn_conf=%s" % conf, "--devices=0,0",
-                                              "--output=%s" % (tmp_path / "a.json"))
+    assert "3 devices" in one_error(capsys, "--hccn_conf=%s" % conf, "--devices=0,1,2", output)
+    assert "distinct device ids" in one_error(capsys, "--hccn_conf=%s" % conf, "--devices=0,0", output)
     assert "not an IPv4 address" in one_error(capsys, "--device_ips=192.168.1.1,bad", output)
     assert "share one IP" in one_error(capsys, "--device_ips=192.168.1.1,192.168.1.1", output)
     # Nothing is overwritten.
