@@ -107,9 +107,10 @@ def _to_numpy_dtype(dtype):
     return np.dtype(np.uint16) if dtype == "bfloat16" else np.dtype(dtype)
 
 
-def _from_bfloat16(raw):
-    """bfloat16 bits (uint16) to float32."""
-    return (raw.astype(np.uint32) << 16).view(np.float32)
+def _decode(raw, dtype):
+    """The bytes of one storage or tensor as an array; bfloat16 (its uint16 bits) becomes float32."""
+    values = np.frombuffer(raw, dtype=_to_numpy_dtype(dtype))
+    return (values.astype(np.uint32) << 16).view(np.float32) if dtype == "bfloat16" else values
 
 
 def _read_torch_zip(path):
@@ -131,8 +132,7 @@ def _read_torch_zip(path):
                 raw = archive.read("%sdata/%s" % (root, key))
             except KeyError:
                 raise WeightsFileError("%s lacks the data of storage %s: the file is truncated" % (path, key))
-            values = np.frombuffer(raw, dtype=_to_numpy_dtype(storage_type.dtype))
-            return _Storage(_from_bfloat16(values) if storage_type.dtype == "bfloat16" else values)
+            return _Storage(_decode(raw, storage_type.dtype))
 
         with archive.open(pickles[0]) as handle:
             return _unpickle(io.BytesIO(handle.read()), path, load_storage)
@@ -194,8 +194,7 @@ class _LegacyLoader(object):
                 raw = handle.read(max(count, 0) * numpy_dtype.itemsize)
                 if count < 0 or len(raw) != count * numpy_dtype.itemsize:
                     raise WeightsFileError("%s is truncated (storage %s): download it again" % (self.path, key))
-                values = np.frombuffer(raw, dtype=numpy_dtype)
-                data[key] = _from_bfloat16(values) if dtype == "bfloat16" else values
+                data[key] = _decode(raw, dtype)
         for placeholder in pending:
             if placeholder.key not in data:
                 raise WeightsFileError("%s lacks the data of storage %s: the file is truncated"
@@ -309,8 +308,7 @@ def read_safetensors(path):
         itemsize = _to_numpy_dtype(dtype).itemsize
         if not 0 <= begin <= end <= len(data) or end - begin != itemsize * int(np.prod(shape)):
             raise WeightsFileError("%s is truncated or damaged (tensor %s): download it again" % (path, name))
-        values = np.frombuffer(data[begin:end], dtype=_to_numpy_dtype(dtype))
-        tensors[name] = (_from_bfloat16(values) if dtype == "bfloat16" else values).reshape(shape)
+        tensors[name] = _decode(data[begin:end], dtype).reshape(shape)
     return tensors
 
 
