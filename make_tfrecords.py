@@ -10,6 +10,9 @@ records already there untouched. Each class is split into train/validation with
 the same seeded fraction. Every image is stored as an RGB JPEG: PNG, grayscale, palette, RGBA
 (composited on white), CMYK and 16-bit images are converted with Pillow; RGB JPEGs are kept
 byte for byte. EXIF orientation is not applied, matching what TensorFlow decodes at predict time.
+Images whose shorter side is below --min_image_side are skipped with a warning listing them (see
+the README: upsampling them would train on blurred blocks under the class's name). Ctrl-C stops
+the workers at their next image and leaves the output folder as it was.
 """
 
 import concurrent.futures
@@ -39,10 +42,22 @@ RECORD_NAME = re.compile(r'^(train|validation)-\d{5}-of-\d{5}$')
 READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 UNBALANCED_RATIO = 3.0
 MAX_LOGGED_CLASSES = 50
+# The 8x8 digits of scikit-learn are the smallest images classification sets hold; below 2 pixels a side
+# the training and evaluation crops are empty (preprocess.MIN_IMAGE_SIDE).
+DEFAULT_MIN_IMAGE_SIDE = 8
+MAX_LISTED_FILES = 10
 
 
 class ConversionError(ValueError):
     """Bad input or output folder; the message says what to fix."""
+
+
+class ConversionInterrupted(Exception):
+    """Ctrl-C (or SIGTERM turned into KeyboardInterrupt) stopped the conversion; nothing was moved into place."""
+
+    def __init__(self, converted, total):
+        super(ConversionInterrupted, self).__init__(converted, total)
+        self.converted, self.total = converted, total
 
 
 def _list_classes(input_dir):
@@ -159,11 +174,15 @@ def unbalanced_warning(counts_by_class, ratio=UNBALANCED_RATIO):
             % (largest, counts_by_class[largest], smallest, counts_by_class[smallest], ratio))
 
 
-def _write_shard(output_path, examples, input_dir, progress=None):
-    """Writes one shard; returns (number written, unreadable paths)."""
-    written, skipped = 0, []
+def _write_shard(output_path, examples, input_dir, progress=None, cancelled=None,
+                 min_image_side=DEFAULT_MIN_IMAGE_SIDE):
+    """Writes one shard, stopping at the next image once `cancelled` (a threading.Event) is set; returns
+    (number written, unreadable paths, paths of images with a side below min_image_side)."""
+    written, skipped, too_small = 0, [], []
     with tf.io.TFRecordWriter(output_path) as writer:
         for path, label, name in examples:
+            if cancelled is not None and cancelled.is_set():
+                break
             if progress is not None:
                 progress.add()
             try:
@@ -171,6 +190,9 @@ def _write_shard(output_path, examples, input_dir, progress=None):
             except READ_ERRORS as e:
                 logging.warning('skipping unreadable image %s: %s', path, e)
                 skipped.append(path)
+                continue
+            if min(height, width) < min_image_side:
+                too_small.append(path)
                 continue
             features = {
                 'image/encoded': _bytes_feature(encoded),
@@ -185,7 +207,7 @@ def _write_shard(output_path, examples, input_dir, progress=None):
                 tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
             )
             written += 1
-    return written, skipped
+    return written, skipped, too_small
 
 
 def _shard_jobs(split, examples, num_shards, output_dir):
@@ -219,10 +241,12 @@ def _prepare_output_dir(output_dir, input_dir, overwrite):
     return old_records
 
 
-def _check_complete(classes, counts_by_class, counts, validation_fraction, skipped):
+def _check_complete(classes, counts_by_class, counts, validation_fraction, skipped, too_small=()):
     """An empty class or an empty split that was asked for is an error: training or evaluation on it
     would quietly miss classes or report nothing."""
     unreadable = ' (%d unreadable files, e.g. %s)' % (len(skipped), skipped[0]) if skipped else ''
+    if too_small:
+        unreadable += ' (%d images too small, e.g. %s)' % (len(too_small), too_small[0])
     empty = [name for name, _ in classes if not counts_by_class.get(name)]
     if empty:
         raise ConversionError('class folder(s) %s have no readable image%s; add images or remove the folder'
@@ -252,12 +276,16 @@ def convert(
     seed=0,
     overwrite=False,
     source=None,
+    min_image_side=DEFAULT_MIN_IMAGE_SIDE,
 ):
     """Converts input_dir into TFRecords in output_dir; returns a summary dict."""
     if not 0.0 <= validation_fraction < 1.0:
         raise ConversionError('validation_fraction must be in [0, 1), got %r' % validation_fraction)
     if train_shards < 1 or validation_shards < 1 or num_workers < 1:
         raise ConversionError('train_shards, validation_shards and num_workers must be >= 1')
+    if min_image_side < preprocess.MIN_IMAGE_SIDE:
+        raise ConversionError('min_image_side must be >= %d (smaller images cannot be cropped), got %r'
+                              % (preprocess.MIN_IMAGE_SIDE, min_image_side))
     classes = _list_classes(input_dir)
     train, validation = _split(classes, validation_fraction, seed)
     old_records = _prepare_output_dir(output_dir, input_dir, overwrite)
@@ -267,21 +295,32 @@ def convert(
             'validation', validation, validation_shards, staging_dir
         )
         progress = Progress(len(train) + len(validation))
+        cancelled = threading.Event()
         with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
-            results = list(pool.map(lambda job: _write_shard(job[0], job[1], input_dir, progress), jobs))
+            try:
+                results = list(pool.map(
+                    lambda job: _write_shard(job[0], job[1], input_dir, progress, cancelled, min_image_side), jobs))
+            except KeyboardInterrupt:
+                cancelled.set()  # the pool's exit waits for the workers: each stops at its next image
+                raise ConversionInterrupted(progress.done, progress.total) from None
 
         counts = {'train': 0, 'validation': 0}
-        skipped = []
-        for (path, _), (written, bad) in zip(jobs, results):
+        skipped, too_small = [], []
+        for (path, _), (written, bad, small) in zip(jobs, results):
             counts[os.path.basename(path).split('-')[0]] += written
             skipped.extend(bad)
+            too_small.extend(small)
         skipped.sort()
-        bad_paths = set(skipped)
+        too_small.sort()
+        if too_small:
+            logging.warning('skipped %d images smaller than %dx%d pixels: %s', len(too_small), min_image_side,
+                            min_image_side, ', '.join(too_small))
+        bad_paths = set(skipped) | set(too_small)
         counts_by_class = {}
         for path, _, name in train + validation:
             if path not in bad_paths:
                 counts_by_class[name] = counts_by_class.get(name, 0) + 1
-        _check_complete(classes, counts_by_class, counts, validation_fraction, skipped)
+        _check_complete(classes, counts_by_class, counts, validation_fraction, skipped, too_small)
         for name, _ in classes[:MAX_LOGGED_CLASSES]:
             logging.info('class %s: %d images', name, counts_by_class[name])
         if len(classes) > MAX_LOGGED_CLASSES:
@@ -305,7 +344,7 @@ def convert(
         _move_into_place(staging_dir, output_dir, old_records)
     finally:
         shutil.rmtree(staging_dir, ignore_errors=True)
-    return dict(info, output_dir=output_dir, skipped=skipped,
+    return dict(info, output_dir=output_dir, skipped=skipped, too_small=too_small, min_image_side=min_image_side,
                 files=[os.path.join(output_dir, os.path.basename(path)) for path, _ in jobs])
 
 
@@ -322,6 +361,9 @@ def define_flags():
     flags.DEFINE_integer('num_workers', 4, 'Shards written in parallel (threads).')
     flags.DEFINE_integer('seed', 0, 'Seed of the train/validation split and of the train order.')
     flags.DEFINE_boolean('overwrite', False, 'Replace records already in --output_dir.')
+    flags.DEFINE_integer('min_image_side', DEFAULT_MIN_IMAGE_SIDE,
+                         'Images whose shorter side has fewer pixels are skipped (listed in a warning); at least %d.'
+                         % preprocess.MIN_IMAGE_SIDE)
 
 
 def describe(summary):
@@ -349,13 +391,25 @@ def main(argv):
             FLAGS.num_workers,
             FLAGS.seed,
             FLAGS.overwrite,
+            min_image_side=FLAGS.min_image_side,
         )
     except (ValueError, IOError) as e:
         print('error: %s' % e, file=sys.stderr)
         sys.exit(1)
+    except (ConversionInterrupted, KeyboardInterrupt) as stopped:
+        done = ' after %d of %d images' % (stopped.converted, stopped.total) if stopped.args else ''
+        print('interrupted%s: nothing was written to %s (records already there are unchanged)'
+              % (done, FLAGS.output_dir), file=sys.stderr)
+        sys.exit(130)
     print(describe(summary))
     if summary['skipped']:
         print('skipped %d unreadable files (see the warnings above)' % len(summary['skipped']))
+    if summary['too_small']:
+        print('skipped %d images smaller than %dx%d pixels: %s' % (
+            len(summary['too_small']), summary['min_image_side'], summary['min_image_side'],
+            ', '.join(summary['too_small'][:MAX_LISTED_FILES])
+            + (' ... (%d more, listed in the warning above)' % (len(summary['too_small']) - MAX_LISTED_FILES)
+               if len(summary['too_small']) > MAX_LISTED_FILES else '')))
 
 
 if __name__ == '__main__':

@@ -10,9 +10,11 @@ import sys
 from absl import app
 
 import checkpoint_utils
+import common_flags
 import device
 import evaluation
 import preprocess
+import run_config
 
 
 def main(argv):
@@ -20,7 +22,8 @@ def main(argv):
         raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
     try:
         evaluation.main_from_flags()
-    except (preprocess.DatasetError, checkpoint_utils.CheckpointError, device.DeviceError) as error:
+    except (preprocess.DatasetError, checkpoint_utils.CheckpointError, device.DeviceError,
+            run_config.RunConfigError, common_flags.FlagError) as error:
         sys.exit("error: %s" % error)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

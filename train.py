@@ -8,8 +8,13 @@ count differs) or from scratch, never in a folder that holds checkpoint files. C
 official variable names and EMA shadows; how they are kept safe (lock, checks, retention, SIGTERM)
 is in checkpointing.py.
 """
+import contextlib
+import errno
+import functools
+import glob
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -18,7 +23,7 @@ from absl import app, flags, logging
 
 import checkpoint_utils
 import checkpointing
-import common_flags  # noqa: F401  (defines the shared flags)
+import common_flags
 import device
 import efficientnet_builder
 import evaluation
@@ -90,11 +95,28 @@ class TrainingError(ValueError):
     """A run that cannot start or go on; the message says what to change."""
 
 
+_FLAG_RANGES = (
+    ("learning_rate", lambda v: 0 < v < math.inf, "> 0"),
+    ("warmup_epochs", lambda v: 0 <= v < math.inf, ">= 0"),
+    ("momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("weight_decay", lambda v: 0 <= v < math.inf, ">= 0"),
+    ("label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("moving_average_decay", lambda v: 0 <= v < 1, "in [0, 1) (0 turns it off)"),
+    ("dropout_rate", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("batch_norm_momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("survival_prob", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("randaug_num_layers", lambda v: v >= 0, ">= 0"),
+    ("randaug_magnitude", lambda v: 0 <= v <= 30, "in [0, 30]"),
+)
+
+
 def _check_flags():
     """Flag values that cannot work, found before any data is read or graph built."""
-    problems = []
-    if FLAGS.image_size < 0:
-        problems.append("--image_size=%d must be positive (or 0 for the model's own)" % FLAGS.image_size)
+    problems = common_flags.problems()
+    for name, fits, allowed in _FLAG_RANGES:
+        value = getattr(FLAGS, name)
+        if value is not None and not fits(value):  # comparisons written so that nan fails too
+            problems.append("--%s=%g must be %s" % (name, value, allowed))
     if not 0.0 < FLAGS.min_crop_area <= 1.0:
         problems.append("--min_crop_area=%g must be in (0, 1]" % FLAGS.min_crop_area)
     if FLAGS.max_steps < 0:
@@ -109,6 +131,9 @@ def _check_flags():
         problems.append("--eval_every_n_epochs=%g must be >= 0" % FLAGS.eval_every_n_epochs)
     if FLAGS.log_every_n_steps is not None and FLAGS.log_every_n_steps < 1:
         problems.append("--log_every_n_steps=%d must be >= 1" % FLAGS.log_every_n_steps)
+    if FLAGS.early_stopping_patience and FLAGS.eval_every_n_steps == 0 and FLAGS.eval_every_n_epochs == 0:
+        problems.append("--early_stopping_patience=%d needs validation, which --eval_every_n_epochs=0 turns off"
+                        % FLAGS.early_stopping_patience)
     if problems:
         raise TrainingError("; ".join(problems))
 
@@ -143,6 +168,10 @@ def _num_classes(info):
     """--num_classes, else the dataset's; an error when the data's labels do not fit."""
     data_classes = info["num_classes"]
     if FLAGS.num_classes and data_classes and data_classes > FLAGS.num_classes:
+        missing_info = preprocess.missing_info_text(FLAGS.TMP_DATA_PATH)
+        if missing_info:
+            raise TrainingError("%s, more than --num_classes=%d: %s"
+                                % (missing_info, FLAGS.num_classes, preprocess.MISSING_INFO_FIX))
         raise TrainingError("the data has %d classes but --num_classes=%d: raise --num_classes to at least %d"
                             % (data_classes, FLAGS.num_classes, data_classes))
     return FLAGS.num_classes or data_classes or preprocess.IMAGENET_NUM_CLASSES
@@ -271,6 +300,43 @@ def _resume_checkpoint(model_dir):
     return latest
 
 
+def _check_resume_fits(latest, model_dir, model_name, num_classes):
+    """The checkpoint a run resumes from must hold the model and class count it builds: said here, before
+    building, with what to do (restoring a 10-wide head into 12 classes fails deep inside TensorFlow)."""
+    held_model = checkpoint_utils.checkpoint_model_name(latest)
+    fine_tune = ("pass a new TMP_MODEL_PATH, and --TMP_WEIGHTS_PATH=%s to fine-tune from this run's weights (the "
+                 "head is trained anew)" % model_dir)
+    if held_model and held_model != model_name:
+        raise TrainingError("TMP_MODEL_PATH %s holds %s checkpoints (newest %s), not %s: drop --model_name to "
+                            "resume that run, or %s" % (model_dir, held_model, os.path.basename(latest), model_name,
+                                                        fine_tune))
+    held_classes = checkpoint_utils.checkpoint_num_classes(latest, held_model)
+    if held_classes and held_classes != num_classes:
+        source = ("--num_classes=%d" % FLAGS.num_classes if FLAGS.num_classes
+                  else "the data in %s" % FLAGS.TMP_DATA_PATH)
+        raise TrainingError("the class count differs from the checkpoint's: TMP_MODEL_PATH %s holds a %d-class "
+                            "checkpoint (%s) but this run has %d classes (%s): to resume it, pass "
+                            "--num_classes=%d and the data it was trained on; to train %d classes, %s"
+                            % (model_dir, held_classes, os.path.basename(latest), num_classes, source,
+                               held_classes, num_classes, fine_tune))
+
+
+def _remove_partial_saves(folder):
+    """Removes what a save killed midway leaves in folder (TensorFlow's model.ckpt-*.tempstate* files and
+    model.ckpt-*_temp* folders): never read, never cleaned up by TensorFlow. Returns their names."""
+    found = sorted(glob.glob(os.path.join(glob.escape(folder), checkpointing.CHECKPOINT_NAME + "-*tempstate*"))
+                   + glob.glob(os.path.join(glob.escape(folder), checkpointing.CHECKPOINT_NAME + "-*_temp*")))
+    for path in found:
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
+    if found:
+        logging.warning("removed the partial files of an interrupted save: %s",
+                        ", ".join(os.path.relpath(p, FLAGS.TMP_MODEL_PATH) for p in found))
+    return [os.path.basename(p) for p in found]
+
+
 def _restore_or_initialize(sess, graph, latest, model_dir, weights_prefix):
     """Resumes from `latest`, else loads pretrained weights; returns a log line saying which."""
     sess.run([tf.global_variables_initializer(), tf.local_variables_initializer()])
@@ -360,6 +426,11 @@ class Validation(object):
         self.seconds = 0.0
         self.last_top1 = None
 
+    @staticmethod
+    def _checkpoint_state(prefix):
+        problem = checkpoint_utils.checkpoint_problem(prefix)
+        return "%s is saved and intact" % prefix if problem is None else "%s is damaged (%s)" % (prefix, problem)
+
     def close(self):
         """Ends the evaluation session and the `eval` summary writer."""
         self.evaluator.close()
@@ -377,6 +448,47 @@ class Validation(object):
                      training_policy.evaluations_since_best(self.history), best["top1"], best["step"], self.best_dir)
         return True
 
+    def _best_step(self):
+        """The step best/ holds intact and records, or None."""
+        prefix, _ = checkpoint_utils.newest_intact_checkpoint(self.best_dir)
+        try:
+            recorded = run_config.read(self.best_dir).get("best_step")
+        except run_config.RunConfigError:
+            return None
+        step = checkpoint_utils.checkpoint_step(prefix) if prefix else None
+        return step if step == recorded else None
+
+    def _save_best(self, sess, step, top1):
+        """Writes the session's weights (those of step `step`) into best/; a failure is one sentence."""
+        try:
+            self.best_saver.save(sess)
+            run_config.write(self.best_dir, **dict(self.settings, best_step=int(step), best_top1=top1))
+            run_config.copy_labels(self.best_dir, self.settings.get("labels_file"))
+        except (checkpointing.CheckpointSaveError, tf.errors.OpError, OSError) as error:
+            cause = error.__context__ if isinstance(error, checkpointing.CheckpointSaveError) else error
+            cause = cause or error
+            reason = getattr(cause, "message", None) or getattr(cause, "strerror", None) or str(cause)
+            if "space left" in reason or getattr(cause, "errno", None) == errno.ENOSPC:
+                reason = "no space left on device"
+            return reason.splitlines()[0]
+        return None
+
+    def catch_up(self, sess, prefix, step, total_steps):
+        """At resume: redoes the validation of checkpoint `prefix` (step `step`, just restored into sess) when
+        a crash cut it short, or writes best/ again when the history's best is that step but best/ could not
+        be written. Returns the seconds taken."""
+        if self.due(step, total_steps) and all(entry.get("step") != step for entry in self.history):
+            logging.info("the validation of step %d was cut short: redoing it", step)
+            return self.run(sess, prefix, step)
+        best = training_policy.best_entry(self.history)
+        if best is not None and best.get("step") == step and self._best_step() != step:
+            logging.info("best/ lacks the best validation (step %d, top1 %.4f): writing it now", step, best["top1"])
+            failure = self._save_best(sess, step, best["top1"])
+            if failure:
+                raise checkpointing.CheckpointSaveError("cannot write %s (%s): free space or fix the folder, then "
+                                                        "run again" % (self.best_dir, failure))
+        return 0.0
+
     def run(self, sess, prefix, step):
         """Evaluates checkpoint `prefix` (of step `step`, restored from disk as test.py would); saves a new
         best into best/. Returns the seconds taken."""
@@ -385,13 +497,27 @@ class Validation(object):
         entry = {"step": int(step), "epoch": round(step / self.steps_per_epoch, 3), "loss": result["loss"],
                  "top1": result["top1"], "top5": result["top5"]}
         best = training_policy.best_entry(self.history)
+        failure = None
         if best is None or entry["top1"] > best["top1"]:
-            self.best_saver.save(sess)
-            run_config.write(self.best_dir, **dict(self.settings, best_step=int(step), best_top1=result["top1"]))
-            run_config.copy_labels(self.best_dir, self.settings.get("labels_file"))
+            failure = self._save_best(sess, step, result["top1"])
             best = entry
-        self.history.append(entry)  # written last: a run killed before this redoes the validation
-        training_policy.write_history(self.model_dir, self.history)
+        # Recorded even when best/ could not be written: the resumed run then writes best/ from this entry. A
+        # run killed before this line redoes the validation at resume (catch_up).
+        self.history.append(entry)
+        try:
+            training_policy.write_history(self.model_dir, self.history)
+        except OSError as error:
+            raise checkpointing.CheckpointSaveError(
+                "the validation of step %d (top1 %.4f) could not be recorded in %s (%s): %s; free space or fix "
+                "the folder, then run the same command again: it resumes there and validates again"
+                % (step, result["top1"], os.path.join(self.model_dir, training_policy.HISTORY_FILE),
+                   error.strerror, self._checkpoint_state(prefix)))
+        if failure:
+            raise checkpointing.CheckpointSaveError(
+                "validation of step %d done (top1 %.4f, recorded in %s), but %s could not be written (%s): %s; "
+                "free space or fix the folder, then run the same command again: it resumes there and writes best/"
+                % (step, result["top1"], training_policy.HISTORY_FILE, self.best_dir, failure,
+                   self._checkpoint_state(prefix)))
         _summary(self.writer, step, {"loss": result["loss"], "top1": result["top1"], "top5": result["top5"]})
         self.writer.flush()
         self.last_top1 = result["top1"]
@@ -417,10 +543,11 @@ def _summary(writer, step, values):
 
 
 def _train_loop(sess, graph, train_op, is_chief, progress, writer, model_dir, stop, log_every, save_every,
-                validation=None):
+                validation=None, input_errors=contextlib.nullcontext):
     """Runs train_op until global_step reaches the total, logging every log_every steps and saving (on the
     chief) every save_every steps and at the end; returns the last step. `validation` (chief only) evaluates
-    the checkpoints it asks for and may stop the run early.
+    the checkpoints it asks for and may stop the run early. `input_errors` is the context the training step
+    runs in (it explains input-pipeline failures; saving and validation run outside it).
 
     A SIGTERM/SIGINT recorded by `stop` (its `signum`) ends the loop after the running step, with a
     checkpoint, as checkpointing.Interrupted."""
@@ -431,7 +558,9 @@ def _train_loop(sess, graph, train_op, is_chief, progress, writer, model_dir, st
     if validation is not None and validation.stop():
         return step
     while step < total_steps and stop.signum is None:
-        _, loss, accuracy, learning_rate = sess.run([train_op, graph.loss, graph.accuracy, graph.learning_rate])
+        with input_errors():
+            _, loss, accuracy, learning_rate = sess.run([train_op, graph.loss, graph.accuracy,
+                                                         graph.learning_rate])
         step = sess.run(graph.global_step)
         if not math.isfinite(loss):
             raise TrainingError("loss is %s at step %d: lower --learning_rate; %s (resuming starts there)"
@@ -461,9 +590,10 @@ def _run_training(sess, graph, train_op, dev, progress, writer, model_dir, stop,
     log_every = dev.round_to_loop(training_policy.log_interval(FLAGS.log_every_n_steps, progress.total_steps),
                                   "log_every_n_steps")
     save_every = dev.round_to_loop(FLAGS.save_checkpoints_steps, "save_checkpoints_steps")
-    with preprocess.pipeline_errors_explained(data_path, "train", label_offset, num_classes):
-        return _train_loop(sess, graph, train_op, dev.is_chief, progress, writer, model_dir, stop, log_every,
-                           save_every, validation)
+    input_errors = functools.partial(preprocess.pipeline_errors_explained, data_path, "train", label_offset,
+                                     num_classes)
+    return _train_loop(sess, graph, train_op, dev.is_chief, progress, writer, model_dir, stop, log_every,
+                       save_every, validation, input_errors)
 
 
 def train():
@@ -485,8 +615,9 @@ def train():
             raise checkpointing.Interrupted(stop.signum, step, None)
 
 
-def _validation(dev, model_dir, info, graph, settings, steps_per_epoch, total_steps, start_step):
-    """The in-training Validation the flags ask for (chief only), or None."""
+def _validation_interval(dev, info, steps_per_epoch, total_steps):
+    """(steps between in-training validations, 0 = none; whether there are validation records); a conflict
+    with --early_stopping_patience is an error here, before anything is written."""
     try:
         preprocess.find_record_files(FLAGS.TMP_DATA_PATH, "validation")
     except preprocess.DatasetError:
@@ -499,8 +630,14 @@ def _validation(dev, model_dir, info, graph, settings, steps_per_epoch, total_st
     if FLAGS.early_stopping_patience and (interval == 0 or dev.rank_size > 1):
         raise TrainingError("--early_stopping_patience needs validation on one device: pass "
                             "--eval_every_n_epochs (and TMP_DATA_PATH with validation-* records), or drop it")
+    return interval, bool(validation_images)
+
+
+def _validation(dev, model_dir, info, graph, settings, steps_per_epoch, total_steps, start_step, interval,
+                has_records):
+    """The in-training Validation the flags ask for (chief only), or None."""
     if interval == 0 or not dev.is_chief:
-        logging.info("no validation during training (%s)", "see --eval_every_n_epochs" if validation_images
+        logging.info("no validation during training (%s)", "see --eval_every_n_epochs" if has_records
                      else "no validation records")
         return None
     logging.info("validating every %d steps and at the end", interval)
@@ -518,10 +655,13 @@ def _train(dev, model_dir, start_time, stop):
     weights_prefix = _pretrained_prefix(FLAGS.TMP_WEIGHTS_PATH)
     recorded = run_config.read(model_dir)
     model_name = (FLAGS.model_name or recorded.get("model_name")
+                  or (latest and checkpoint_utils.checkpoint_model_name(latest))
                   or (weights_prefix and checkpoint_utils.checkpoint_model_name(weights_prefix)) or "efficientnet-b0")
     info = preprocess.read_dataset_info(FLAGS.TMP_DATA_PATH)
     train_files = preprocess.find_record_files(FLAGS.TMP_DATA_PATH, "train")
     num_classes = _num_classes(info)
+    if latest:
+        _check_resume_fits(latest, model_dir, model_name, num_classes)
     image_size = FLAGS.image_size or recorded.get("image_size") or efficientnet_builder.model_spec(
         model_name).resolution
     image_num = _train_image_count(train_files, info)
@@ -532,6 +672,10 @@ def _train(dev, model_dir, start_time, stop):
     logging.info("model %s, %d classes, image size %d, batch %d x %d device(s), %d images/epoch, %d steps "
                  "(%.2f epochs)", model_name, num_classes, image_size, FLAGS.batch_size, dev.rank_size, image_num,
                  total_steps, total_steps / steps_per_epoch)
+    interval, has_validation_records = _validation_interval(dev, info, steps_per_epoch, total_steps)
+    if dev.is_chief:
+        _remove_partial_saves(model_dir)
+        _remove_partial_saves(os.path.join(model_dir, training_policy.BEST_DIR))
 
     if FLAGS.seed is not None:
         tf.set_random_seed(FLAGS.seed + dev.rank_id)
@@ -554,7 +698,9 @@ def _train(dev, model_dir, start_time, stop):
         train_op = dev.finalize_train_op(sess, graph.train_op)
         progress = ProgressLog(total_steps, steps_per_epoch, global_batch, sess.run(graph.global_step))
         validation = _validation(dev, model_dir, info, graph, settings, steps_per_epoch, total_steps,
-                                 progress.mark_step)
+                                 progress.mark_step, interval, has_validation_records)
+        if validation is not None and latest:
+            progress.pause(validation.catch_up(sess, latest, progress.mark_step, total_steps))
         step = _run_training(sess, graph, train_op, dev, progress, writer, model_dir, stop, FLAGS.TMP_DATA_PATH,
                              info["label_offset"], num_classes, validation)
     if validation is not None:
@@ -586,7 +732,8 @@ def main(argv):
         else:
             evaluation.main_from_flags()
     except (TrainingError, preprocess.DatasetError, checkpoint_utils.CheckpointError, device.DeviceError,
-            checkpointing.CheckpointSaveError, checkpointing.LockError) as error:
+            checkpointing.CheckpointSaveError, checkpointing.LockError, run_config.RunConfigError,
+            common_flags.FlagError) as error:
         sys.exit("error: %s" % error)
     except checkpointing.Interrupted as stopped:
         print(stopped, file=sys.stderr)
