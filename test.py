@@ -9,12 +9,12 @@ import sys
 
 from absl import app
 
-import checkpoint_utils
-import common_flags
-import device
-import evaluation
+from effnet import common_flags
+from effnet.checkpoints import checkpoint_reader
+from effnet.checkpoints import run_config
+from effnet.devices import device
+from effnet.evaluation import evaluation
 import preprocess
-import run_config
 
 
 def main(argv):
@@ -22,7 +22,7 @@ def main(argv):
         raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
     try:
         evaluation.main_from_flags()
-    except (preprocess.DatasetError, checkpoint_utils.CheckpointError, device.DeviceError,
+    except (preprocess.DatasetError, checkpoint_reader.CheckpointError, device.DeviceError,
             run_config.RunConfigError, common_flags.FlagError) as error:
         sys.exit("error: %s" % error)
     except KeyboardInterrupt:

@@ -6,7 +6,7 @@ Resumes from the newest intact checkpoint in TMP_MODEL_PATH when there is one; o
 from the pretrained weights in TMP_WEIGHTS_PATH (model variables only, head skipped when its class
 count differs) or from scratch, never in a folder that holds checkpoint files. Checkpoints keep the
 official variable names and EMA shadows; how they are kept safe (lock, checks, retention, SIGTERM)
-is in checkpointing.py.
+is in checkpoint_writer.py.
 """
 import contextlib
 import errno
@@ -21,15 +21,15 @@ import time
 import tensorflow.compat.v1 as tf
 from absl import app, flags, logging
 
-import checkpoint_utils
-import checkpointing
-import common_flags
-import device
+from effnet.checkpoints import checkpoint_reader
+from effnet.checkpoints import checkpoint_writer
+from effnet import common_flags
+from effnet.devices import device
 import efficientnet_builder
-import evaluation
+from effnet.evaluation import evaluation
 import preprocess
-import run_config
-import training_policy
+from effnet.checkpoints import run_config
+from effnet.training import training_policy
 
 flags.DEFINE_boolean("is_training", True, "Train (True) or only evaluate TMP_MODEL_PATH on the validation split.")
 flags.DEFINE_float("epochs", 1.0, "Epochs to train; ignored when --max_steps > 0.")
@@ -157,11 +157,11 @@ def _pretrained_prefix(path):
     if not path:
         return None
     if os.path.isdir(path):
-        return checkpoint_utils.resolve_checkpoint(path) if checkpoint_utils.checkpoint_folder(path) else None
+        return checkpoint_reader.resolve_checkpoint(path) if checkpoint_reader.checkpoint_folder(path) else None
     if not os.path.exists(path + ".index") and not os.path.exists(path):
         raise TrainingError("TMP_WEIGHTS_PATH %s does not exist: pass a checkpoint prefix or folder, or '' to "
                             "train from scratch" % path)
-    return checkpoint_utils.resolve_checkpoint(path)
+    return checkpoint_reader.resolve_checkpoint(path)
 
 
 def _num_classes(info):
@@ -272,11 +272,11 @@ class TrainGraph(object):
             self.ema_sync = tf.group(*[tf.assign(ema.average(v), v) for v in averaged])
         self.train_op = train_op
         shadows = [ema.average(v) for v in averaged] if FLAGS.moving_average_decay > 0 else []
-        self.saver = checkpointing.CheckpointSaver(model_dir, FLAGS.keep_checkpoint_max, self.global_step,
+        self.saver = checkpoint_writer.CheckpointSaver(model_dir, FLAGS.keep_checkpoint_max, self.global_step,
                                                    self.model_variables + shadows)
         # best/ holds what evaluation reads (weights and shadows), not the optimizer state; the weights were
         # checked by the save just before.
-        self.best_saver = checkpointing.CheckpointSaver(
+        self.best_saver = checkpoint_writer.CheckpointSaver(
             os.path.join(model_dir, training_policy.BEST_DIR), 1, self.global_step, [],
             var_list=self.model_variables + shadows + [self.global_step])
         # Rank 0's state to every rank, after restore or initialization (None with one process).
@@ -291,9 +291,9 @@ def _resume_checkpoint(model_dir):
     """The newest intact checkpoint in model_dir (whatever its `checkpoint` state file says), or None
     for an empty folder; a folder whose checkpoint files are all damaged is an error, because
     training from scratch there would overwrite them."""
-    latest, damaged = checkpoint_utils.newest_intact_checkpoint(model_dir)
+    latest, damaged = checkpoint_reader.newest_intact_checkpoint(model_dir)
     if damaged:
-        logging.warning("skipping damaged checkpoint(s): %s", checkpoint_utils.damaged_text(damaged))
+        logging.warning("skipping damaged checkpoint(s): %s", checkpoint_reader.damaged_text(damaged))
     if latest is None and damaged:
         raise TrainingError("TMP_MODEL_PATH %s holds checkpoint files but no intact checkpoint: move them away "
                             "(or restore them from a copy), or pass an empty TMP_MODEL_PATH" % model_dir)
@@ -303,14 +303,14 @@ def _resume_checkpoint(model_dir):
 def _check_resume_fits(latest, model_dir, model_name, num_classes):
     """The checkpoint a run resumes from must hold the model and class count it builds: said here, before
     building, with what to do (restoring a 10-wide head into 12 classes fails deep inside TensorFlow)."""
-    held_model = checkpoint_utils.checkpoint_model_name(latest)
+    held_model = checkpoint_reader.checkpoint_model_name(latest)
     fine_tune = ("pass a new TMP_MODEL_PATH, and --TMP_WEIGHTS_PATH=%s to fine-tune from this run's weights (the "
                  "head is trained anew)" % model_dir)
     if held_model and held_model != model_name:
         raise TrainingError("TMP_MODEL_PATH %s holds %s checkpoints (newest %s), not %s: drop --model_name to "
                             "resume that run, or %s" % (model_dir, held_model, os.path.basename(latest), model_name,
                                                         fine_tune))
-    held_classes = checkpoint_utils.checkpoint_num_classes(latest, held_model)
+    held_classes = checkpoint_reader.checkpoint_num_classes(latest, held_model)
     if held_classes and held_classes != num_classes:
         source = ("--num_classes=%d" % FLAGS.num_classes if FLAGS.num_classes
                   else "the data in %s" % FLAGS.TMP_DATA_PATH)
@@ -324,8 +324,8 @@ def _check_resume_fits(latest, model_dir, model_name, num_classes):
 def _remove_partial_saves(folder):
     """Removes what a save killed midway leaves in folder (TensorFlow's model.ckpt-*.tempstate* files and
     model.ckpt-*_temp* folders): never read, never cleaned up by TensorFlow. Returns their names."""
-    found = sorted(glob.glob(os.path.join(glob.escape(folder), checkpointing.CHECKPOINT_NAME + "-*tempstate*"))
-                   + glob.glob(os.path.join(glob.escape(folder), checkpointing.CHECKPOINT_NAME + "-*_temp*")))
+    found = sorted(glob.glob(os.path.join(glob.escape(folder), checkpoint_writer.CHECKPOINT_NAME + "-*tempstate*"))
+                   + glob.glob(os.path.join(glob.escape(folder), checkpoint_writer.CHECKPOINT_NAME + "-*_temp*")))
     for path in found:
         if os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
@@ -350,9 +350,9 @@ def _restore_or_initialize(sess, graph, latest, model_dir, weights_prefix):
         return "resuming from %s (step %d); pretrained weights ignored" % (latest, sess.run(graph.global_step))
     if weights_prefix is None:
         return "training from scratch (no pretrained weights in TMP_WEIGHTS_PATH)"
-    use_ema = checkpoint_utils.resolve_use_ema({"ema": True, "raw": False}.get(FLAGS.pretrained_weights, "auto"),
+    use_ema = checkpoint_reader.resolve_use_ema({"ema": True, "raw": False}.get(FLAGS.pretrained_weights, "auto"),
                                                weights_prefix)
-    skipped = checkpoint_utils.restore(sess, weights_prefix, graph.model_variables, use_ema,
+    skipped = checkpoint_reader.restore(sess, weights_prefix, graph.model_variables, use_ema,
                                        skip_mismatched_head=True)
     if skipped:
         # The official head initialization, uniform(+-1/sqrt(classes)), is sized for 1000 classes: with 2 it
@@ -428,7 +428,7 @@ class Validation(object):
 
     @staticmethod
     def _checkpoint_state(prefix):
-        problem = checkpoint_utils.checkpoint_problem(prefix)
+        problem = checkpoint_reader.checkpoint_problem(prefix)
         return "%s is saved and intact" % prefix if problem is None else "%s is damaged (%s)" % (prefix, problem)
 
     def close(self):
@@ -450,12 +450,12 @@ class Validation(object):
 
     def _best_step(self):
         """The step best/ holds intact and records, or None."""
-        prefix, _ = checkpoint_utils.newest_intact_checkpoint(self.best_dir)
+        prefix, _ = checkpoint_reader.newest_intact_checkpoint(self.best_dir)
         try:
             recorded = run_config.read(self.best_dir).get("best_step")
         except run_config.RunConfigError:
             return None
-        step = checkpoint_utils.checkpoint_step(prefix) if prefix else None
+        step = checkpoint_reader.checkpoint_step(prefix) if prefix else None
         return step if step == recorded else None
 
     def _save_best(self, sess, step, top1):
@@ -464,8 +464,8 @@ class Validation(object):
             self.best_saver.save(sess)
             run_config.write(self.best_dir, **dict(self.settings, best_step=int(step), best_top1=top1))
             run_config.copy_labels(self.best_dir, self.settings.get("labels_file"))
-        except (checkpointing.CheckpointSaveError, tf.errors.OpError, OSError) as error:
-            cause = error.__context__ if isinstance(error, checkpointing.CheckpointSaveError) else error
+        except (checkpoint_writer.CheckpointSaveError, tf.errors.OpError, OSError) as error:
+            cause = error.__context__ if isinstance(error, checkpoint_writer.CheckpointSaveError) else error
             cause = cause or error
             reason = getattr(cause, "message", None) or getattr(cause, "strerror", None) or str(cause)
             if "space left" in reason or getattr(cause, "errno", None) == errno.ENOSPC:
@@ -485,7 +485,7 @@ class Validation(object):
             logging.info("best/ lacks the best validation (step %d, top1 %.4f): writing it now", step, best["top1"])
             failure = self._save_best(sess, step, best["top1"])
             if failure:
-                raise checkpointing.CheckpointSaveError("cannot write %s (%s): free space or fix the folder, then "
+                raise checkpoint_writer.CheckpointSaveError("cannot write %s (%s): free space or fix the folder, then "
                                                         "run again" % (self.best_dir, failure))
         return 0.0
 
@@ -493,7 +493,7 @@ class Validation(object):
         """Evaluates checkpoint `prefix` (of step `step`, restored from disk as test.py would); saves a new
         best into best/. Returns the seconds taken."""
         start = time.time()
-        result = self.evaluator.run(prefix, checkpoint_utils.resolve_use_ema("auto", prefix))
+        result = self.evaluator.run(prefix, checkpoint_reader.resolve_use_ema("auto", prefix))
         entry = {"step": int(step), "epoch": round(step / self.steps_per_epoch, 3), "loss": result["loss"],
                  "top1": result["top1"], "top5": result["top5"]}
         best = training_policy.best_entry(self.history)
@@ -507,13 +507,13 @@ class Validation(object):
         try:
             training_policy.write_history(self.model_dir, self.history)
         except OSError as error:
-            raise checkpointing.CheckpointSaveError(
+            raise checkpoint_writer.CheckpointSaveError(
                 "the validation of step %d (top1 %.4f) could not be recorded in %s (%s): %s; free space or fix "
                 "the folder, then run the same command again: it resumes there and validates again"
                 % (step, result["top1"], os.path.join(self.model_dir, training_policy.HISTORY_FILE),
                    error.strerror, self._checkpoint_state(prefix)))
         if failure:
-            raise checkpointing.CheckpointSaveError(
+            raise checkpoint_writer.CheckpointSaveError(
                 "validation of step %d done (top1 %.4f, recorded in %s), but %s could not be written (%s): %s; "
                 "free space or fix the folder, then run the same command again: it resumes there and writes best/"
                 % (step, result["top1"], training_policy.HISTORY_FILE, self.best_dir, failure,
@@ -550,7 +550,7 @@ def _train_loop(sess, graph, train_op, is_chief, progress, writer, model_dir, st
     runs in (it explains input-pipeline failures; saving and validation run outside it).
 
     A SIGTERM/SIGINT recorded by `stop` (its `signum`) ends the loop after the running step, with a
-    checkpoint, as checkpointing.Interrupted."""
+    checkpoint, as checkpoint_writer.Interrupted."""
     total_steps = progress.total_steps
     step = saved_step = progress.mark_step
     if step >= total_steps:
@@ -564,7 +564,7 @@ def _train_loop(sess, graph, train_op, is_chief, progress, writer, model_dir, st
         step = sess.run(graph.global_step)
         if not math.isfinite(loss):
             raise TrainingError("loss is %s at step %d: lower --learning_rate; %s (resuming starts there)"
-                                % (loss, step, checkpointing.last_good_text(model_dir)))
+                                % (loss, step, checkpoint_writer.last_good_text(model_dir)))
         progress.add(loss, accuracy)
         if step % log_every == 0 or step >= total_steps:
             logging.info(progress.line(step, learning_rate))
@@ -580,7 +580,7 @@ def _train_loop(sess, graph, train_op, is_chief, progress, writer, model_dir, st
                 break
     if stop.signum is not None:
         prefix = graph.saver.save(sess) if is_chief and step > saved_step else None
-        raise checkpointing.Interrupted(stop.signum, step, prefix)
+        raise checkpoint_writer.Interrupted(stop.signum, step, prefix)
     return step
 
 
@@ -605,14 +605,14 @@ def train():
     _checked_folder(FLAGS.TMP_LOG_PATH, "TMP_LOG_PATH")
     # From here on SIGTERM/SIGINT only request a stop: the loop saves first (a signal during graph building
     # is acted on when the loop starts; after the last step it only changes the exit code).
-    with checkpointing.StopSignals() as stop:
+    with checkpoint_writer.StopSignals() as stop:
         if not dev.is_chief:
             step = _train(dev, model_dir, start_time, stop)
         else:
-            with checkpointing.ModelFolderLock(model_dir):
+            with checkpoint_writer.ModelFolderLock(model_dir):
                 step = _train(dev, model_dir, start_time, stop)
         if stop.signum is not None:
-            raise checkpointing.Interrupted(stop.signum, step, None)
+            raise checkpoint_writer.Interrupted(stop.signum, step, None)
 
 
 def _validation_interval(dev, info, steps_per_epoch, total_steps):
@@ -655,8 +655,7 @@ def _train(dev, model_dir, start_time, stop):
     weights_prefix = _pretrained_prefix(FLAGS.TMP_WEIGHTS_PATH)
     recorded = run_config.read(model_dir)
     model_name = (FLAGS.model_name or recorded.get("model_name")
-                  or (latest and checkpoint_utils.checkpoint_model_name(latest))
-                  or (weights_prefix and checkpoint_utils.checkpoint_model_name(weights_prefix)) or "efficientnet-b0")
+                  or (weights_prefix and checkpoint_reader.checkpoint_model_name(weights_prefix)) or "efficientnet-b0")
     info = preprocess.read_dataset_info(FLAGS.TMP_DATA_PATH)
     train_files = preprocess.find_record_files(FLAGS.TMP_DATA_PATH, "train")
     num_classes = _num_classes(info)
@@ -731,11 +730,10 @@ def main(argv):
             train()
         else:
             evaluation.main_from_flags()
-    except (TrainingError, preprocess.DatasetError, checkpoint_utils.CheckpointError, device.DeviceError,
-            checkpointing.CheckpointSaveError, checkpointing.LockError, run_config.RunConfigError,
-            common_flags.FlagError) as error:
+    except (TrainingError, preprocess.DatasetError, checkpoint_reader.CheckpointError, device.DeviceError,
+            checkpoint_writer.CheckpointSaveError, checkpoint_writer.LockError) as error:
         sys.exit("error: %s" % error)
-    except checkpointing.Interrupted as stopped:
+    except checkpoint_writer.Interrupted as stopped:
         print(stopped, file=sys.stderr)
         sys.exit(stopped.exit_code)
     except KeyboardInterrupt:
