@@ -655,6 +655,7 @@ def _train(dev, model_dir, start_time, stop):
     weights_prefix = _pretrained_prefix(FLAGS.TMP_WEIGHTS_PATH)
     recorded = run_config.read(model_dir)
     model_name = (FLAGS.model_name or recorded.get("model_name")
+                  or (latest and checkpoint_reader.checkpoint_model_name(latest))
                   or (weights_prefix and checkpoint_reader.checkpoint_model_name(weights_prefix)) or "efficientnet-b0")
     info = preprocess.read_dataset_info(FLAGS.TMP_DATA_PATH)
     train_files = preprocess.find_record_files(FLAGS.TMP_DATA_PATH, "train")
@@ -731,7 +732,8 @@ def main(argv):
         else:
             evaluation.main_from_flags()
     except (TrainingError, preprocess.DatasetError, checkpoint_reader.CheckpointError, device.DeviceError,
-            checkpoint_writer.CheckpointSaveError, checkpoint_writer.LockError) as error:
+            checkpoint_writer.CheckpointSaveError, checkpoint_writer.LockError, run_config.RunConfigError,
+            common_flags.FlagError) as error:
         sys.exit("error: %s" % error)
     except checkpoint_writer.Interrupted as stopped:
         print(stopped, file=sys.stderr)
