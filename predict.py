@@ -216,6 +216,10 @@ def run(inputs, checkpoint=None, frozen_graph=None, model_name=None, num_classes
                            "--images=a.jpg,b.png")
     if top_k < 1:
         raise PredictError("--top_k must be at least 1, got %d" % top_k)
+    for name, value in (("num_classes", num_classes), ("image_size", image_size)):
+        if value is not None and value < 1:
+            raise PredictError("--%s must be at least 1, got %d (leave it out for the checkpoint's own)"
+                               % (name, value))
     if output_csv and os.path.exists(output_csv):
         raise PredictError("--output_csv %s already exists: pass a new file name (or remove it)" % output_csv)
     files, skipped = collect_images(inputs)

@@ -423,8 +423,18 @@ class Validation(object):
         self.best_dir = _checked_folder(os.path.join(model_dir, training_policy.BEST_DIR), "TMP_MODEL_PATH/best")
         self.writer = tf.summary.FileWriter(os.path.join(log_dir, "eval"))
         self.history = training_policy.read_history(model_dir, start_step)
+        self.kept_best = self._kept_best()
         self.seconds = 0.0
         self.last_top1 = None
+
+    def _kept_best(self):
+        """best/'s own record ({'step', 'top1'}) when the history lacks it (moved away, or of steps past the
+        resumed one), so that only a better validation replaces best/; else None."""
+        step = self._best_step()
+        if step is None or any(entry["step"] == step for entry in self.history):
+            return None
+        top1 = run_config.read(self.best_dir).get("best_top1")
+        return {"step": step, "top1": top1} if isinstance(top1, float) else None
 
     @staticmethod
     def _checkpoint_state(prefix):
@@ -496,7 +506,7 @@ class Validation(object):
         result = self.evaluator.run(prefix, checkpoint_reader.resolve_use_ema("auto", prefix))
         entry = {"step": int(step), "epoch": round(step / self.steps_per_epoch, 3), "loss": result["loss"],
                  "top1": result["top1"], "top5": result["top5"]}
-        best = training_policy.best_entry(self.history)
+        best = training_policy.best_entry(self.history + ([self.kept_best] if self.kept_best else []))
         failure = None
         if best is None or entry["top1"] > best["top1"]:
             failure = self._save_best(sess, step, result["top1"])
@@ -673,6 +683,8 @@ def _train(dev, model_dir, start_time, stop):
                  "(%.2f epochs)", model_name, num_classes, image_size, FLAGS.batch_size, dev.rank_size, image_num,
                  total_steps, total_steps / steps_per_epoch)
     interval, has_validation_records = _validation_interval(dev, info, steps_per_epoch, total_steps)
+    if interval and dev.is_chief:
+        training_policy.read_history(model_dir, 0)  # a damaged history is an error before anything is written
     if dev.is_chief:
         _remove_partial_saves(model_dir)
         _remove_partial_saves(os.path.join(model_dir, training_policy.BEST_DIR))
@@ -733,7 +745,7 @@ def main(argv):
             evaluation.main_from_flags()
     except (TrainingError, preprocess.DatasetError, checkpoint_reader.CheckpointError, device.DeviceError,
             checkpoint_writer.CheckpointSaveError, checkpoint_writer.LockError, run_config.RunConfigError,
-            common_flags.FlagError) as error:
+            common_flags.FlagError, training_policy.HistoryError) as error:
         sys.exit("error: %s" % error)
     except checkpoint_writer.Interrupted as stopped:
         print(stopped, file=sys.stderr)
