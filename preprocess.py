@@ -408,12 +408,10 @@ def _read_records(files, num_workers, worker_index, is_training, seed):
         return dataset.flat_map(_records_of)
     num_files = -(-len(files) // num_workers) if num_workers > 1 else len(files)
     dataset = dataset.shuffle(num_files, seed=seed)
-    return dataset.interleave(
-        _records_of,
-        cycle_length=min(num_files, MAX_INTERLEAVE_FILES),
-        block_length=1,
-        num_parallel_calls=tf.data.experimental.AUTOTUNE,
-    )
+    # Not Dataset.interleave(num_parallel_calls=...): in TensorFlow 1.15 closing the session after an input
+    # error (a label or image check) then crashes the process (SIGSEGV) before the error is reported.
+    return dataset.apply(tf.data.experimental.parallel_interleave(
+        _records_of, cycle_length=min(num_files, MAX_INTERLEAVE_FILES), block_length=1, sloppy=True))
 
 
 def build_dataset(

@@ -185,3 +185,160 @@ def test_resume_with_another_class_count_says_so_before_building(model_copy):
     assert sorted(os.listdir(model_copy)) == before
     line = _error_line(run_python(_train_args(model_copy, "--model_name=efficientnet-b0", "--max_steps=6")))
     assert "holds efficientnet-lite0 checkpoints" in line and "new TMP_MODEL_PATH" in line, line
+
+
+# 5. Tiny images: make_tfrecords skips them with a counted warning listing them; the pipeline names the record.
+def _photos(root, sizes):
+    """root/<class>/<n>.png of the given (width, height) sizes, two classes."""
+    for name in ("cat", "dog"):
+        os.makedirs(os.path.join(root, name))
+        for index, size in enumerate(sizes):
+            Image.new("RGB", size, (index * 20, 100, 200 if name == "cat" else 0)).save(
+                os.path.join(root, name, "%d.png" % index))
+
+
+def test_make_tfrecords_skips_images_too_small_and_lists_them(tmp_path):
+    photos = str(tmp_path / "photos")
+    _photos(photos, [(24, 20)] * 4 + [(1, 1), (40, 3)])
+    output = str(tmp_path / "records")
+    result = run_python(["make_tfrecords.py", "--input_dir=%s" % photos, "--output_dir=%s" % output,
+                         "--validation_fraction=0.25", "--num_workers=1"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "wrote 6 train and 2 validation images of 2 classes" in result.stdout
+    small = [os.path.join(photos, name, "%d.png" % index) for name in ("cat", "dog") for index in (4, 5)]
+    line = [l for l in result.stdout.splitlines() if l.startswith("skipped")]
+    assert line == ["skipped 4 images smaller than 8x8 pixels: %s" % ", ".join(small)], result.stdout
+    info = preprocess.read_dataset_info(output)
+    assert info["num_examples"] == {"train": 6, "validation": 2}
+    sizes = set()
+    for path in preprocess.find_record_files(output, "train") + preprocess.find_record_files(output, "validation"):
+        for record in tf.python_io.tf_record_iterator(path):
+            feature = tf.train.Example.FromString(record).features.feature
+            sizes.add((feature["image/width"].int64_list.value[0], feature["image/height"].int64_list.value[0]))
+    assert sizes == {(24, 20)}
+    with pytest.raises(make_tfrecords.ConversionError, match="min_image_side must be >= 2"):
+        make_tfrecords.convert(photos, str(tmp_path / "other"), min_image_side=1)
+
+
+def _record(image_bytes, label):
+    return tf.train.Example(features=tf.train.Features(feature={
+        "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_bytes])),
+        "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+    })).SerializeToString()
+
+
+def _encoded(size, image_format):
+    output = io.BytesIO()
+    Image.new("RGB", size, (90, 30, 200)).save(output, image_format)
+    return output.getvalue()
+
+
+def _first_pipeline_error(data_path, is_training):
+    with tf.Graph().as_default():
+        dataset = preprocess.build_dataset(data_path, is_training, 32, 2, label_offset=0, num_classes=2)
+        batch = tf.data.make_one_shot_iterator(dataset).get_next()
+        with tf.Session() as sess:
+            with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+                for _ in range(20):
+                    sess.run(batch)
+    return caught.value
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
+def test_pipeline_names_the_record_of_an_image_too_small_to_crop(tmp_path, image_format):
+    data = str(tmp_path)
+    for split in ("train", "validation"):
+        with tf.io.TFRecordWriter(os.path.join(data, "%s-00000-of-00001" % split)) as writer:
+            for index in range(5):
+                writer.write(_record(_encoded((1, 1) if index == 3 else (16, 12), image_format), index % 2))
+    for split in ("train", "validation"):
+        error = _first_pipeline_error(data, split == "train")
+        assert preprocess.failing_op(error) == preprocess.SIZE_CHECK_OP
+        message = str(preprocess.explain_pipeline_error(error, data, split, 0, 2))
+        assert message.startswith("record 3 of %s holds a 1x1 image, too small to crop" %
+                                  os.path.join(data, "%s-00000-of-00001" % split)), message
+        assert "--min_image_side" in message
+
+
+def test_errors_of_other_ops_are_not_taken_for_input_errors(tmp_path):
+    # A model op whose message speaks of images and crops: no explanation, and no scan of the records.
+    with tf.io.TFRecordWriter(str(tmp_path / "validation-00000-of-00001")) as writer:
+        writer.write(_record(b"not an image", 0))
+    error = tf.errors.InvalidArgumentError(
+        None, None, "image crop size mismatch: decode buffer [[{{node efficientnet-b0/stem/conv2d/Conv2D}}]]")
+    assert preprocess.failing_op(error) is None
+    assert preprocess.explain_pipeline_error(error, str(tmp_path), "validation", 0, 2) is None
+    # The decode op itself is explained, with the record found by the scan.
+    decode = _first_pipeline_error(str(tmp_path), False)
+    assert preprocess.failing_op(decode) == preprocess.DECODE_OP
+    message = str(preprocess.explain_pipeline_error(decode, str(tmp_path), "validation", 0, 2))
+    assert message.startswith("record 0 of %s holds an image that cannot be decoded" %
+                              (tmp_path / "validation-00000-of-00001")), message
+
+
+# 6. Ctrl-C in make_tfrecords: one line, exit 130, the workers stop, the old records stay.
+def test_cancelled_shard_writer_converts_no_more_images(tmp_path):
+    photos = str(tmp_path / "photos")
+    _photos(photos, [(24, 20)] * 3)
+    examples = [(os.path.join(photos, "cat", "%d.png" % i), 0, "cat") for i in range(3)]
+    cancelled = threading.Event()
+    cancelled.set()
+    written, unreadable, too_small = make_tfrecords._write_shard(str(tmp_path / "shard"), examples, photos,
+                                                                 cancelled=cancelled)
+    assert (written, unreadable, too_small) == (0, [], [])
+    assert make_tfrecords._write_shard(str(tmp_path / "shard"), examples, photos)[0] == 3
+
+
+def test_sigint_during_make_tfrecords_stops_with_one_line_and_keeps_the_old_records(tmp_path):
+    photos = tmp_path / "photos"
+    for name in ("cat", "dog"):
+        (photos / name).mkdir(parents=True)
+    # Large flat PNGs: small on disk, each a large decode and JPEG encode, so the run is far from done when
+    # the signal comes after the first progress line.
+    Image.new("RGB", (3000, 3000), (10, 200, 30)).save(str(photos / "cat" / "0.png"))
+    for name in ("cat", "dog"):
+        for index in range(20):
+            if (name, index) != ("cat", 0):
+                shutil.copy(str(photos / "cat" / "0.png"), str(photos / name / ("%d.png" % index)))
+    output = tmp_path / "records"
+    output.mkdir()
+    (output / "train-00000-of-00001").write_bytes(b"old records")
+    log_path = str(tmp_path / "log")
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "make_tfrecords.py", "--input_dir=%s" % photos, "--output_dir=%s" % output,
+             "--overwrite", "--num_workers=2"], cwd=REPO_ROOT, env=python_env(), stdout=subprocess.PIPE,
+            stderr=log, universal_newlines=True)
+        deadline = time.time() + 300
+        while process.poll() is None and "converted " not in open(log_path).read() and time.time() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, _ = process.communicate(timeout=300)
+    stderr = open(log_path).read()
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("interrupted")]
+    assert len(lines) == 1 and "nothing was written to %s" % output in lines[0], stderr[-3000:]
+    converted = int(re.search(r"after (\d+) of 40 images", lines[0]).group(1))
+    assert converted < 40
+    assert "converted 40/40" not in stderr and stdout == ""
+    assert sorted(os.listdir(str(output))) == ["train-00000-of-00001"]
+    assert (output / "train-00000-of-00001").read_bytes() == b"old records"
+
+
+def test_train_py_names_the_tiny_record_and_exits_cleanly(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(os.path.join(DEMO_DATA, "dataset_info.json"), str(data))
+    shard = str(data / "train-00000-of-00001")
+    with tf.io.TFRecordWriter(shard) as writer:
+        for index in range(40):
+            writer.write(_record(_encoded((1, 1) if index == 7 else (16, 16), "JPEG"), index % 10))
+    model_dir = str(tmp_path / "model")
+    result = run_python(["train.py", "--TMP_DATA_PATH=%s" % data, "--TMP_MODEL_PATH=%s" % model_dir,
+                         "--TMP_LOG_PATH=%s" % (tmp_path / "log"), "--TMP_WEIGHTS_PATH=",
+                         "--model_name=efficientnet-lite0", "--image_size=32", "--batch_size=8", "--max_steps=30",
+                         "--optimizer=sgd", "--moving_average_decay=0", "--image_num=40"])
+    line = _error_line(result)  # exit 1 with the message, not a crash while the session closes
+    assert result.returncode == 1
+    assert line.startswith("error: record 7 of %s holds a 1x1 image, too small to crop" % shard), line
