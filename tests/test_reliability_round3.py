@@ -342,3 +342,138 @@ def test_train_py_names_the_tiny_record_and_exits_cleanly(tmp_path):
     line = _error_line(result)  # exit 1 with the message, not a crash while the session closes
     assert result.returncode == 1
     assert line.startswith("error: record 7 of %s holds a 1x1 image, too small to crop" % shard), line
+
+
+# 7. Messages that named the wrong cause.
+def test_missing_dataset_info_is_named_not_taken_for_1000_classes(trained, tmp_path):
+    data = tmp_path / "no_info"
+    data.mkdir()
+    shutil.copy(os.path.join(DEMO_DATA, "validation-00000-of-00001"), str(data))
+    with pytest.raises(preprocess.DatasetError) as caught:
+        evaluation.evaluate(str(data), trained, 64, dev=device.Device("cpu", device_flags()))
+    message = str(caught.value)
+    assert "has no dataset_info.json" in message and "the model has 10 classes" in message, message
+    assert "the data has 1000 classes" not in message
+    shutil.copy(os.path.join(DEMO_DATA, "train-00000-of-00002"), str(data))
+    line = _error_line(run_python(["train.py", "--TMP_DATA_PATH=%s" % data, "--TMP_MODEL_PATH=%s" % (tmp_path / "m"),
+                                   "--TMP_LOG_PATH=%s" % (tmp_path / "l"), "--TMP_WEIGHTS_PATH=",
+                                   "--num_classes=10"]))
+    assert "has no dataset_info.json" in line and "--num_classes=10" in line, line
+    assert not os.path.exists(str(tmp_path / "m" / run_config.RUN_CONFIG_FILE))
+
+
+def test_truncated_weight_files_are_called_truncated(tmp_path):
+    complete = str(tmp_path / "complete.pth")
+    with zipfile.ZipFile(complete, "w") as archive:
+        archive.writestr("archive/data.pkl", os.urandom(4096))
+        archive.writestr("archive/data/0", os.urandom(65536))
+    data = open(complete, "rb").read()
+    truncated = str(tmp_path / "efficientnet_b0.pth")
+    with open(truncated, "wb") as handle:
+        handle.write(data[:len(data) // 2])
+    with pytest.raises(weight_readers.WeightsFileError, match="truncated or damaged") as caught:
+        weight_readers.read_weights(truncated)
+    assert "neither" not in str(caught.value)
+    h5 = str(tmp_path / "model.h5")
+    with open(h5, "wb") as handle:
+        handle.write(b"\x89HDF\r\n\x1a\n" + os.urandom(200))
+    with pytest.raises(weight_readers.WeightsFileError, match="truncated or damaged"):
+        weight_readers.read_weights(h5)
+
+
+def test_checkpoint_removed_while_test_py_reads_it(model_copy, monkeypatch, caplog):
+    """A running training's retention deletes model.ckpt-4 between test.py finding it and restoring it."""
+    newest = os.path.join(model_copy, "model.ckpt-4")
+    original = checkpoint_reader.model_variables_restore_map
+
+    def retention_strikes(prefix, *args, **kwargs):
+        if prefix == newest:
+            for path in tf.io.gfile.glob(newest + ".*"):
+                os.remove(path)
+        return original(prefix, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_reader, "model_variables_restore_map", retention_strikes)
+    # Asked for the folder: its newest checkpoint now, model.ckpt-2, is evaluated.
+    result = evaluation.evaluate(DEMO_DATA, model_copy, 120, dev=device.Device("cpu", device_flags()))
+    assert result["checkpoint"] == os.path.join(model_copy, "model.ckpt-2") and result["count"] == 359
+    assert any("was removed while it was being read" in r.getMessage() for r in caplog.records)
+    # Asked for that very checkpoint: one error saying what happened and what to do, not "damaged".
+    with pytest.raises(checkpoint_reader.CheckpointRemoved) as caught:
+        with tf.Graph().as_default(), tf.Session() as sess:
+            variable = tf.Variable(0, name="global_step")
+            checkpoint_reader.restore_or_explain(tf.train.Saver([variable]), sess, newest)
+    message = str(caught.value)
+    assert "was removed while it was being read" in message and "keep_checkpoint_max" in message, message
+    assert "model.ckpt-2" in message and "damaged" not in message
+
+
+def test_only_checkpoint_indexes_make_a_checkpoint_folder(model_copy, tmp_path):
+    notes = tmp_path / "notes_only"
+    notes.mkdir()
+    (notes / "notes.index").write_text("page 1: the photos of 2024\n")
+    assert checkpoint_reader.checkpoint_prefixes(str(notes)) == []
+    assert train._resume_checkpoint(str(notes)) is None  # a new run may start here
+    (tmp_path / "notes_only" / "model.ckpt-3.index").write_bytes(b"index cut short")
+    (tmp_path / "notes_only" / "model.ckpt-3.data-00000-of-00001").write_bytes(b"")
+    with pytest.raises(train.TrainingError, match="holds checkpoint files but no intact checkpoint"):
+        train._resume_checkpoint(str(notes))  # a damaged model checkpoint still counts
+    with open(os.path.join(model_copy, "notes.index"), "w") as handle:
+        handle.write("what I tried\n")
+    prefix, damaged = checkpoint_reader.newest_intact_checkpoint(model_copy)
+    assert prefix == os.path.join(model_copy, "model.ckpt-4") and damaged == []
+
+
+def test_validation_flag_conflict_is_found_before_anything_is_written(tmp_path):
+    data = tmp_path / "train_only"
+    data.mkdir()
+    for name in ("dataset_info.json", "labels.txt", "train-00000-of-00002"):
+        shutil.copy(os.path.join(DEMO_DATA, name), str(data))
+    model_dir, log_dir = tmp_path / "model", tmp_path / "log"
+    line = _error_line(run_python(["train.py", "--TMP_DATA_PATH=%s" % data, "--TMP_MODEL_PATH=%s" % model_dir,
+                                   "--TMP_LOG_PATH=%s" % log_dir, "--TMP_WEIGHTS_PATH=",
+                                   "--early_stopping_patience=2", "--max_steps=5"]))
+    assert "--early_stopping_patience needs validation" in line
+    assert os.listdir(str(model_dir)) == [] and os.listdir(str(log_dir)) == []
+    line = _error_line(run_python(["train.py", "--TMP_DATA_PATH=%s" % DEMO_DATA, "--TMP_MODEL_PATH=%s" % model_dir,
+                                   "--TMP_LOG_PATH=%s" % log_dir, "--TMP_WEIGHTS_PATH=",
+                                   "--early_stopping_patience=2", "--eval_every_n_epochs=0"]))
+    assert "--early_stopping_patience=2 needs validation, which --eval_every_n_epochs=0 turns off" in line
+
+
+# Beyond the listed cases: flags at the edges of their ranges, damaged pieces of a model folder.
+def test_flags_out_of_range_are_one_line_before_anything_is_written(tmp_path):
+    model_dir = tmp_path / "model"
+    bad = ["--learning_rate=-0.1", "--momentum=1.5", "--label_smoothing=1", "--moving_average_decay=1",
+           "--dropout_rate=1", "--batch_norm_momentum=-0.1", "--survival_prob=0", "--randaug_magnitude=31",
+           "--warmup_epochs=-1", "--weight_decay=-1", "--num_classes=-2", "--randaug_num_layers=-1"]
+    line = _error_line(run_python(["train.py", "--TMP_DATA_PATH=%s" % DEMO_DATA, "--TMP_MODEL_PATH=%s" % model_dir,
+                                   "--TMP_LOG_PATH=%s" % (tmp_path / "log"), "--TMP_WEIGHTS_PATH="] + bad))
+    for flag in bad:
+        assert flag.split("=")[0] + "=" in line, (flag, line)
+    assert not model_dir.exists()
+    line = _error_line(run_python(["train.py", "--TMP_DATA_PATH=%s" % DEMO_DATA, "--TMP_MODEL_PATH=%s" % model_dir,
+                                   "--learning_rate=nan"]))
+    assert "--learning_rate=nan must be > 0" in line
+    line = _error_line(run_python(["test.py", "--TMP_DATA_PATH=%s" % DEMO_DATA, "--TMP_MODEL_PATH=%s" % model_dir,
+                                   "--image_size=-3", "--num_classes=-1"]))
+    assert "--image_size=-3 must be positive" in line and "--num_classes=-1 must be positive" in line
+
+
+def test_damaged_pieces_of_a_model_folder_for_test_and_predict(model_copy, tmp_path):
+    best_dir = os.path.join(model_copy, training_policy.BEST_DIR)
+    data_file = os.path.join(best_dir, "model.ckpt-4.data-00000-of-00001")
+    with open(data_file, "r+b") as handle:
+        handle.truncate(os.path.getsize(data_file) // 2)
+    line = _error_line(run_python(["test.py", "--TMP_DATA_PATH=%s" % DEMO_DATA, "--TMP_MODEL_PATH=%s" % best_dir]))
+    assert "no intact checkpoint in folder %s" % best_dir in line and "cut short" in line, line
+    with open(os.path.join(model_copy, run_config.LABELS_FILE), "w") as handle:
+        handle.write("zero\none\ntwo\n")
+    image = str(tmp_path / "digit.png")
+    Image.new("RGB", (32, 32), (0, 0, 0)).save(image)
+    result = run_python(["predict.py", "--checkpoint=%s" % model_copy, "--image_size=0", image])
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --image_size must be at least 1, got 0 (leave it out for the checkpoint's own)")
+    result = run_python(["predict.py", "--checkpoint=%s" % model_copy, image])
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "has 3 names but the model has 10 classes" in result.stderr.strip().splitlines()[-1]
