@@ -16,12 +16,14 @@ the workers at their next image and leaves the output folder as it was.
 """
 
 import concurrent.futures
+import contextlib
 import io
 import json
 import os
 import random
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -258,6 +260,20 @@ def _check_complete(classes, counts_by_class, counts, validation_fraction, skipp
                               'or pass --validation_fraction=0 to make no validation split' % unreadable)
 
 
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ctrl-C is ignored while the old records are swapped for the new ones (milliseconds), so an interrupt
+    never leaves the folder with neither."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _move_into_place(staging_dir, output_dir, old_records):
     """Replaces the old records by the staged ones: the old ones are removed only now, after success."""
     for name in old_records:
@@ -341,7 +357,8 @@ def convert(
         with open(os.path.join(staging_dir, preprocess.DATASET_INFO_FILE), 'w') as f:
             json.dump(info, f, indent=2, sort_keys=True)
             f.write('\n')
-        _move_into_place(staging_dir, output_dir, old_records)
+        with _sigint_ignored():
+            _move_into_place(staging_dir, output_dir, old_records)
     finally:
         shutil.rmtree(staging_dir, ignore_errors=True)
     return dict(info, output_dir=output_dir, skipped=skipped, too_small=too_small, min_image_side=min_image_side,

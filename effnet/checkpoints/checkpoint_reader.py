@@ -137,7 +137,8 @@ def newest_intact_checkpoint(folder):
         problem = checkpoint_problem(prefix)
         if problem is None:
             return prefix, damaged
-        damaged.append((prefix, problem))
+        if glob.glob(glob.escape(prefix) + ".*"):  # else removed meanwhile (retention): gone, not damaged
+            damaged.append((prefix, problem))
     return None, damaged
 
 
