@@ -40,7 +40,7 @@ def run_python(args, extra_env=None, timeout=600, **kwargs):
 
 
 def device_flags(**overrides):
-    """effnet/devices/device.py's flags at their defaults, with overrides, as the object device.Device and resolve() read."""
+    """effnet/devices/device.py's flags at their defaults, with overrides, as the object device.for_name() and resolve() read."""
     import types
 
     from absl import flags

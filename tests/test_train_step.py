@@ -16,7 +16,7 @@ def _run_steps(settings, steps=2):
         rng = np.random.RandomState(0)
         images = tf.constant(rng.uniform(0, 255, (4, 32, 32, 3)).astype(np.float32))
         labels = tf.constant(np.arange(4, dtype=np.int32))
-        dev = device.Device("cpu", device_flags(), training=True)
+        dev = device.for_name("cpu", device_flags(), training=True)
         step = train_step.TrainStep(images, labels, dev, "efficientnet-lite0", 4, settings, steps_per_epoch=10,
                                     total_steps=10)
         with tf.Session() as sess:
