@@ -265,7 +265,7 @@ def _check_resume_fits(latest, model_dir, model_name, num_classes):
 
 def _remove_partial_saves(folder):
     """Removes what a save killed midway leaves in folder (TensorFlow's model.ckpt-*.tempstate* files and
-    model.ckpt-*_temp* folders): never read, never cleaned up by TensorFlow. Returns their names."""
+    model.ckpt-*_temp* folders): never read, never cleaned up by TensorFlow."""
     found = sorted(glob.glob(os.path.join(glob.escape(folder), checkpoint_writer.CHECKPOINT_NAME + "-*tempstate*"))
                    + glob.glob(os.path.join(glob.escape(folder), checkpoint_writer.CHECKPOINT_NAME + "-*_temp*")))
     for path in found:
@@ -276,7 +276,6 @@ def _remove_partial_saves(folder):
     if found:
         logging.warning("removed the partial files of an interrupted save: %s",
                         ", ".join(os.path.relpath(p, FLAGS.TMP_MODEL_PATH) for p in found))
-    return [os.path.basename(p) for p in found]
 
 
 def _restore_or_initialize(sess, graph, latest, model_dir, weights_prefix):
@@ -417,8 +416,8 @@ class Validation(object):
             run_config.write(self.best_dir, **dict(self.settings, best_step=int(step), best_top1=top1))
             run_config.copy_labels(self.best_dir, self.settings.get("labels_file"))
         except (checkpoint_writer.CheckpointSaveError, tf.errors.OpError, OSError) as error:
-            cause = error.__context__ if isinstance(error, checkpoint_writer.CheckpointSaveError) else error
-            cause = cause or error
+            # CheckpointSaver's error says "no good checkpoint in best/"; its cause says what went wrong.
+            cause = (error.__context__ if isinstance(error, checkpoint_writer.CheckpointSaveError) else None) or error
             reason = getattr(cause, "message", None) or getattr(cause, "strerror", None) or str(cause)
             if "space left" in reason or getattr(cause, "errno", None) == errno.ENOSPC:
                 reason = "no space left on device"

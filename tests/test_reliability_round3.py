@@ -350,7 +350,7 @@ def test_missing_dataset_info_is_named_not_taken_for_1000_classes(trained, tmp_p
     data.mkdir()
     shutil.copy(os.path.join(DEMO_DATA, "validation-00000-of-00001"), str(data))
     with pytest.raises(preprocess.DatasetError) as caught:
-        evaluation.evaluate(str(data), trained, 64, dev=device.Device("cpu", device_flags()))
+        evaluation.evaluate(str(data), trained, 64, dev=device.for_name("cpu", device_flags()))
     message = str(caught.value)
     assert "has no dataset_info.json" in message and "the model has 10 classes" in message, message
     assert "the data has 1000 classes" not in message
@@ -394,7 +394,7 @@ def test_checkpoint_removed_while_test_py_reads_it(model_copy, monkeypatch, capl
 
     monkeypatch.setattr(checkpoint_reader, "model_variables_restore_map", retention_strikes)
     # Asked for the folder: its newest checkpoint now, model.ckpt-2, is evaluated.
-    result = evaluation.evaluate(DEMO_DATA, model_copy, 120, dev=device.Device("cpu", device_flags()))
+    result = evaluation.evaluate(DEMO_DATA, model_copy, 120, dev=device.for_name("cpu", device_flags()))
     assert result["checkpoint"] == os.path.join(model_copy, "model.ckpt-2") and result["count"] == 359
     assert any("was removed while it was being read" in r.getMessage() for r in caplog.records)
     # Asked for that very checkpoint: one error saying what happened and what to do, not "damaged".
