@@ -15,7 +15,6 @@ import threading
 import time
 import zipfile
 
-import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 from PIL import Image
