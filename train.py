@@ -96,7 +96,7 @@ class TrainingError(ValueError):
 
 
 _FLAG_RANGES = (
-    ("learning_rate", lambda v: 0 < v < math.inf, "> 0"),
+    ("learning_rate", lambda v: 0 <= v < math.inf, ">= 0"),
     ("warmup_epochs", lambda v: 0 <= v < math.inf, ">= 0"),
     ("momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("weight_decay", lambda v: 0 <= v < math.inf, ">= 0"),

@@ -452,7 +452,7 @@ def test_flags_out_of_range_are_one_line_before_anything_is_written(tmp_path):
     assert not model_dir.exists()
     line = _error_line(run_python(["train.py", "--TMP_DATA_PATH=%s" % DEMO_DATA, "--TMP_MODEL_PATH=%s" % model_dir,
                                    "--learning_rate=nan"]))
-    assert "--learning_rate=nan must be > 0" in line
+    assert "--learning_rate=nan must be >= 0" in line
     line = _error_line(run_python(["test.py", "--TMP_DATA_PATH=%s" % DEMO_DATA, "--TMP_MODEL_PATH=%s" % model_dir,
                                    "--image_size=-3", "--num_classes=-1"]))
     assert "--image_size=-3 must be positive" in line and "--num_classes=-1 must be positive" in line
