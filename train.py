@@ -103,7 +103,7 @@ _FLAG_RANGES = (
     ("label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("moving_average_decay", lambda v: 0 <= v < 1, "in [0, 1) (0 turns it off)"),
     ("dropout_rate", lambda v: 0 <= v < 1, "in [0, 1)"),
-    ("batch_norm_momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("batch_norm_momentum", lambda v: 0 <= v <= 1, "in [0, 1] (1 freezes the statistics)"),
     ("survival_prob", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("randaug_num_layers", lambda v: v >= 0, ">= 0"),
     ("randaug_magnitude", lambda v: 0 <= v <= 30, "in [0, 30]"),
