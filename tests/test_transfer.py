@@ -67,10 +67,15 @@ def test_pretrained_weights_with_the_defaults_beat_scratch(fine_tuned, from_scra
     steps = [step for step, _ in fine_tuned["validations"]]
     assert steps == [2, 4, 5]  # the automatic cadence (one validation pass trained between), the end
     assert [step for step, _ in from_scratch["validations"]] == steps
+    # Training is not reproducible on the CPU (parallel input pipeline, threaded kernels; even with --seed
+    # two runs differ), so the comparison sits where chance moves it least. After 2 steps scratch is near
+    # chance (measured 0.47 to 0.54 in 4 runs) and the pretrained weights well above it (0.88 to 0.91); at
+    # the end scratch has spread from 0.45 to 0.76 in 7 runs, the pretrained weights 0.93 to 0.98.
+    (_, pretrained_early), (_, scratch_early) = fine_tuned["validations"][0], from_scratch["validations"][0]
+    assert pretrained_early >= scratch_early + 0.2, (pretrained_early, scratch_early)
     pretrained, scratch = fine_tuned["validations"][-1][1], from_scratch["validations"][-1][1]
-    # Measured here: 0.93, 0.95, 0.98 against 0.53, 0.55, 0.67 from scratch (README, Transfer learning).
     assert pretrained >= 0.85, fine_tuned["result"].stderr[-3000:]
-    assert pretrained >= scratch + 0.2, (pretrained, scratch)
+    assert pretrained > scratch, (pretrained, scratch)
 
 
 def test_last_validation_equals_test_py(fine_tuned, solar_cells):
