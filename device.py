@@ -27,8 +27,12 @@ PRECISION_MODES = ("allow_mix_precision", "allow_fp32_to_fp16", "force_fp16", "m
 LOSS_SCALED_MODES = ("allow_mix_precision", "allow_fp32_to_fp16", "force_fp16", "cube_fp16in_fp32out",
                      "allow_mix_precision_fp16")
 NPU_DEFAULT_ITERATIONS_PER_LOOP = 100
-NPU_ONLY_FLAGS = ("precision_mode", "iterations_per_loop", "modify_mixlist", "over_dump", "data_dump_flag",
-                  "profiling")
+NPU_ONLY_FLAGS = ("precision_mode", "iterations_per_loop", "modify_mixlist", "fusion_switch_file", "auto_tune",
+                  "over_dump", "data_dump_flag", "profiling")
+# Files the adapter reads: checked on every device, so that a wrong path stops the run before it starts.
+NPU_FILE_FLAGS = ("modify_mixlist", "fusion_switch_file")
+# The adapter's auto-tune modes (parameter auto_tune_mode): reinforcement learning and genetic algorithm tuning.
+AUTO_TUNE_MODE = "RL,GA"
 GPU_ONLY_FLAGS = ("gpu_amp", "xla")
 # Exported to every process by horovodrun (Gloo), Open MPI's mpirun and MPICH/Intel MPI, in this order.
 HOROVOD_SIZE_VARIABLES = ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
@@ -52,6 +56,12 @@ flags.DEFINE_float("fixed_loss_scale", 1024.0, "Loss scale of --loss_scale_manag
 flags.DEFINE_string("modify_mixlist", None,
                     "NPU: JSON file editing CANN's mixed-precision black/white/gray lists; needs an "
                     "allow_mix_precision* --precision_mode.")
+flags.DEFINE_string("fusion_switch_file", None,
+                    "NPU: JSON file switching CANN graph/UB fusion passes off (configs/fusion_switch.cfg), for "
+                    "locating an accuracy or performance problem a fusion causes.")
+flags.DEFINE_boolean("auto_tune", False,
+                     "NPU: tune operator tiling while compiling (auto_tune_mode %s; slow the first time, the results "
+                     "are kept by CANN). Newer CANN versions replaced it with AOE." % AUTO_TUNE_MODE)
 flags.DEFINE_boolean("over_dump", False, "NPU: dump the operators that overflow to --over_dump_path.")
 flags.DEFINE_string("over_dump_path", None, "NPU: directory for --over_dump (created when missing).")
 flags.DEFINE_boolean("data_dump_flag", False,
@@ -223,6 +233,15 @@ def _changed(flags_obj, names):
     return changed
 
 
+def _check_files(flags_obj):
+    """Raises DeviceError naming the first NPU option whose file does not exist."""
+    for name in NPU_FILE_FLAGS:
+        path = getattr(flags_obj, name)
+        if path and not os.path.isfile(path):
+            raise DeviceError("--%s file not found: %s (resolved from %s): pass the path of an existing file, "
+                              "e.g. the one in configs/" % (name, path, os.getcwd()))
+
+
 def _output_dir(path):
     """Absolute path (the adapter resolves paths from its own working directory), created if missing."""
     path = os.path.abspath(path)
@@ -247,6 +266,7 @@ class Device(object):
         self.collective = _collective(name, training)
         self.rank_size, self.rank_id = self.collective.rank_size, self.collective.rank_id
         self.is_chief = self.rank_id == 0
+        _check_files(flags_obj)
         ignored = _changed(flags_obj, NPU_ONLY_FLAGS if name != "npu" else ())
         ignored += _changed(flags_obj, GPU_ONLY_FLAGS if name != "gpu" else ())
         if ignored:
@@ -280,9 +300,6 @@ class Device(object):
                 raise DeviceError("--modify_mixlist only works with an allow_mix_precision* --precision_mode "
                                   "(got %s): drop --modify_mixlist or use --precision_mode=allow_mix_precision"
                                   % f.precision_mode)
-            if not os.path.isfile(f.modify_mixlist):
-                raise DeviceError("--modify_mixlist file not found: %s: pass the path of a mixlist JSON file"
-                                  % f.modify_mixlist)
         for enabled, path_flag in (("over_dump", "over_dump_path"), ("data_dump_flag", "data_dump_path"),
                                    ("profiling", "profiling_dump_path")):
             if getattr(f, enabled) and not getattr(f, path_flag):
@@ -360,6 +377,10 @@ class Device(object):
             options["hcom_parallel"].b = True
         if f.modify_mixlist:
             options["modify_mixlist"].s = tf.compat.as_bytes(os.path.abspath(f.modify_mixlist))
+        if f.fusion_switch_file:
+            options["fusion_switch_file"].s = tf.compat.as_bytes(os.path.abspath(f.fusion_switch_file))
+        if f.auto_tune:
+            options["auto_tune_mode"].s = tf.compat.as_bytes(AUTO_TUNE_MODE)
         if f.over_dump:
             options["enable_dump_debug"].b = True
             options["dump_path"].s = tf.compat.as_bytes(_output_dir(f.over_dump_path))

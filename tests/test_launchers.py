@@ -1,12 +1,14 @@
 """The shell launchers end to end on the demo data with tiny step counts: train_1p.sh, test_1p.sh and
 the ModelZoo test scripts (final-result lines, ${CaseName}.log, errors), on CPU and through the
 npu_bridge test double."""
+import base64
 import json
 import os
 import re
 import subprocess
 
 import pytest
+import tensorflow.compat.v1 as tf
 
 from conftest import DEMO_DATA, NPU_DOUBLE_DIR, REPO_ROOT, read_case_log
 
@@ -95,6 +97,7 @@ def test_train_full_1p_on_cpu(tmp_path):
     assert re.match(r"Final Train Accuracy : \d\.\d{4}$", lines[1]), lines
     assert re.match(r"E2E Training Duration sec : \d+$", lines[2]), lines
     assert COMPILED_LINE not in output and "[Warning] the device was npu" not in output
+    assert "[Warning] the model was not compiled on the Ascend AI processor: this run used cpu" in output
     case_name = "%s_bs16_1p_acc" % NETWORK
     case = read_case_log(str(out / (case_name + ".log")))
     assert list(case) == ["Network", "RankSize", "BatchSize", "DeviceType", "CaseName", "ActualFPS",
@@ -118,10 +121,22 @@ def test_train_performance_1p_through_npu_double(tmp_path):
     earlier = out / "ckpt"
     earlier.mkdir(parents=True)
     (earlier / "checkpoint").write_text("earlier run")
+    calls_dir = tmp_path / "calls"
+    calls_dir.mkdir()
     code, output = run_script("test/train_performance_1p.sh",
                               ["--data_path=%s" % DEMO_DATA, "--train_steps=4", "--output_path=%s" % out,
-                               "--over_dump=True", "--profiling"], tmp_path, {"PYTHONPATH": NPU_DOUBLE_DIR})
+                               "--over_dump=True", "--profiling", "--use_mixlist=True", "--fusion_off_flag=True",
+                               "--auto_tune=True"], tmp_path,
+                              {"PYTHONPATH": NPU_DOUBLE_DIR, "NPU_DOUBLE_CALLS_DIR": str(calls_dir)})
     assert code == 0, output[-3000:]
+    with open(str(calls_dir / "calls_rank0.json")) as f:
+        (config,) = [tf.ConfigProto.FromString(base64.b64decode(kwargs["config"]["proto"]))
+                     for name, kwargs in json.load(f) if name == "Session"]
+    (custom,) = config.graph_options.rewrite_options.custom_optimizers
+    options = custom.parameter_map
+    assert options["modify_mixlist"].s.decode() == os.path.join(REPO_ROOT, "configs", "ops_info.json")
+    assert options["fusion_switch_file"].s.decode() == os.path.join(REPO_ROOT, "configs", "fusion_switch.cfg")
+    assert options["auto_tune_mode"].s == b"RL,GA"
     lines = final_result(output)
     assert re.match(r"Final Performance images/sec : \d+\.\d+$", lines[0]), lines
     assert re.match(r"E2E Training Duration sec : \d+$", lines[1]), lines
@@ -142,6 +157,10 @@ def test_train_performance_1p_through_npu_double(tmp_path):
     (["--data_path=%s" % DEMO_DATA, "--over_dump=maybe"], '[Error] para "over_dump" must be True or False'),
     (["--data_path=%s" % DEMO_DATA, "--train_steps=4", "--train_epochs=1"], "not both"),
     (["--data_path=%s" % DEMO_DATA, "positional"], '[Error] unexpected argument "positional"'),
+    (["--data_path=%s" % DEMO_DATA, "--use_mixlist=True", "--mixlist_file=none.json"],
+     "[Error] mixlist_file none.json not found"),
+    (["--data_path=%s" % DEMO_DATA, "--fusion_off_flag=True", "--fusion_off_file=none.cfg"],
+     "[Error] fusion_off_file none.cfg not found"),
 ])
 def test_test_scripts_reject_bad_arguments(tmp_path, args, message):
     for script in ("test/train_full_1p.sh", "test/train_performance_1p.sh"):
