@@ -19,8 +19,8 @@ import tensorflow.compat.v1 as tf
 
 from conftest import DEMO_DATA, REPO_ROOT, python_env, saved_checkpoint_steps
 
-import checkpoint_utils
-import checkpointing
+from effnet.checkpoints import checkpoint_reader
+from effnet.checkpoints import checkpoint_writer
 
 TOTAL_STEPS = 14
 KEEP = 2
@@ -74,7 +74,7 @@ def _chain(seed, root):
         saved = re.search(r"^interrupted by \w+: saved step (\d+) as (\S+);", log, re.M)
         runs.append({"signal": signum, "before": before, "after": saved_checkpoint_steps(model_dir), "code": code, "log": log,
                      "saved": saved and (int(saved.group(1)), _held_step(saved.group(2)),
-                                         checkpoint_utils.checkpoint_step(saved.group(2)))})
+                                         checkpoint_reader.checkpoint_step(saved.group(2)))})
     moved, copy = model_dir + "_moved", model_dir + "_copy"
     shutil.copytree(model_dir, copy)
     os.rename(model_dir, moved)  # a state file with absolute paths would now point nowhere
@@ -85,7 +85,7 @@ def _chain(seed, root):
         os.remove(os.path.join(copy, "model.ckpt-%d.index" % damaged))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    with open(os.path.join(copy, checkpointing.LOCK_FILE), "w") as lock:
+    with open(os.path.join(copy, checkpoint_writer.LOCK_FILE), "w") as lock:
         lock.write('{"pid": %d, "host": "%s"}' % (dead.pid, socket.gethostname()))
     code, log = _run(copy, os.path.join(root, "run_%d_final.log" % seed))
     runs.append({"signal": None, "before": before, "after": saved_checkpoint_steps(copy), "code": code, "log": log,
@@ -135,7 +135,7 @@ def test_copied_folder_resumes_from_its_own_newest_intact_checkpoint(chains, see
         resumed = final["before"][-2]
         assert "resuming from %s/model.ckpt-%d (step %d)" % (copy, resumed, resumed) in final["log"]
     assert _held_step(os.path.join(copy, "model.ckpt-%d" % TOTAL_STEPS)) == TOTAL_STEPS
-    assert not os.path.exists(os.path.join(copy, checkpointing.LOCK_FILE)), "the stale lock was taken over"
+    assert not os.path.exists(os.path.join(copy, checkpoint_writer.LOCK_FILE)), "the stale lock was taken over"
     moved = final["moved"]
     assert {name: os.path.getmtime(os.path.join(moved, name)) for name in os.listdir(moved)} == final["moved_files"]
     assert open(os.path.join(copy, "labels.txt")).read() == open(os.path.join(DEMO_DATA, "labels.txt")).read()

@@ -22,7 +22,7 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-import checkpoint_utils
+from effnet.checkpoints import checkpoint_reader
 
 CHECKPOINT_NAME = "model.ckpt"
 STATE_FILE = "checkpoint"
@@ -60,7 +60,7 @@ class Interrupted(Exception):
 
 def last_good_text(model_dir):
     """'the last good checkpoint is X (step N)' for messages, or a sentence saying there is none."""
-    prefix, _ = checkpoint_utils.newest_intact_checkpoint(model_dir)
+    prefix, _ = checkpoint_reader.newest_intact_checkpoint(model_dir)
     if prefix is None:
         return "there is no good checkpoint in %s" % model_dir
     return "the last good checkpoint is %s" % prefix
@@ -70,7 +70,7 @@ def _step_of(prefix):
     """The step of one of our own `model.ckpt-<step>` checkpoints, else None (other names are left alone)."""
     if not os.path.basename(prefix).startswith(CHECKPOINT_NAME + "-"):
         return None
-    return checkpoint_utils.checkpoint_step(prefix)
+    return checkpoint_reader.checkpoint_step(prefix)
 
 
 def _remove_checkpoint(prefix):
@@ -127,7 +127,7 @@ class CheckpointSaver(object):
                 for v in checked]) if checked else None
 
     def restore(self, sess, prefix):
-        checkpoint_utils.restore_or_explain(self.saver, sess, prefix)
+        checkpoint_reader.restore_or_explain(self.saver, sess, prefix)
 
     def unhealthy(self, sess):
         """A sentence naming the worst weight when the weights are not fit to save, else None."""
@@ -170,7 +170,7 @@ class CheckpointSaver(object):
         disk, so earlier runs' checkpoints count too) and rewrites the state file. Newer ones (left by
         a run that went further and were skipped as damaged) are replaced when training reaches them."""
         # checkpoint_prefixes lists them newest first.
-        own = [p for p in checkpoint_utils.checkpoint_prefixes(self.model_dir)
+        own = [p for p in checkpoint_reader.checkpoint_prefixes(self.model_dir)
                if _step_of(p) is not None and _step_of(p) <= saved_step]
         kept = own[:self.keep_checkpoint_max] if self.keep_checkpoint_max > 0 else own
         for prefix in own[len(kept):]:
