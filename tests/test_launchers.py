@@ -183,5 +183,6 @@ def test_demo_recipe_is_the_same_in_every_launcher():
 def test_modelzoo_level_lines():
     with open(os.path.join(REPO_ROOT, "modelzoo_level.txt")) as f:
         entries = dict(line.strip().split(":") for line in f if line.strip())
-    assert set(entries) >= {"FuncStatus", "PrecisionStatus", "PerfStatus"}
+    assert set(entries) >= {"FuncStatus", "PrecisionStatus", "PerfStatus", "GPUStatus", "NPUMigrationStatus",
+                            "AutoTune", "ModelConvert", "QuantStatus"}
     assert set(entries.values()) <= {"OK", "POK", "NOK"}
