@@ -15,18 +15,14 @@ class JobConfigError(ValueError):
     """The job configuration file cannot be used; the message names the line and the fix."""
 
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise ValueError
-    return value
-
-
-def _positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise ValueError
-    return value
+def _positive(cast):
+    """A parser of positive numbers of type `cast` (ValueError otherwise)."""
+    def parse(text):
+        value = cast(text)
+        if not value > 0:
+            raise ValueError(text)
+        return value
+    return parse
 
 
 def _boolean(text):
@@ -39,12 +35,12 @@ def _boolean(text):
 # key: (parser, what a good value looks like, the test-script option it becomes or None for the entry's own)
 KEYS = {
     "model_name": (str, "a name such as efficientnet-b0", "--model_name"),
-    "num_classes": (_positive_int, "a positive integer", "--num_classes"),
+    "num_classes": (_positive(int), "a positive integer", "--num_classes"),
     "pretrained_path": (str, "a checkpoint folder or prefix", "--ckpt_path"),
-    "epochs": (_positive_float, "a positive number", "--train_epochs"),
-    "train_steps": (_positive_int, "a positive integer", "--train_steps"),
-    "batch_size": (_positive_int, "a positive integer", "--batch_size"),
-    "learning_rate": (_positive_float, "a positive number", "--learning_rate"),
+    "epochs": (_positive(float), "a positive number", "--train_epochs"),
+    "train_steps": (_positive(int), "a positive integer", "--train_steps"),
+    "batch_size": (_positive(int), "a positive integer", "--batch_size"),
+    "learning_rate": (_positive(float), "a positive number", "--learning_rate"),
     "precision_mode": (str, "a CANN precision mode such as allow_mix_precision", "--precision_mode"),
     "freeze_pb": (_boolean, "true or false", None),
 }
