@@ -24,6 +24,7 @@ import tensorflow.compat.v1 as tf
 from effnet.checkpoints import checkpoint_reader
 from effnet.export import outputs
 import efficientnet_builder
+from effnet import tf_compat
 
 FLAGS = flags.FLAGS
 INPUT_NAME = "input"
@@ -66,6 +67,12 @@ def _named(tensor, name):
     return named
 
 
+def plain_swish(x):
+    """x * sigmoid(x) as two plain ops: tf.nn.swish's custom gradient leaves an IdentityN node that the TFLite
+    converter, tf2onnx and ATC do not take, and inference needs no gradient."""
+    return x * tf_compat.sigmoid(x)
+
+
 def build_inference_graph(model_name, num_classes, image_size, batch_size=1, input_dtype="float32",
                           normalize=True):
     """Builds `input` -> model -> `logits`, `probs` in the default graph; returns the three tensors.
@@ -81,8 +88,11 @@ def build_inference_graph(model_name, num_classes, image_size, batch_size=1, inp
     if normalize:
         with tf.name_scope("normalize"):
             features = efficientnet_builder.normalize_images(features, model_name)
-    logits, _ = efficientnet_builder.build_model(
-        features, model_name, training=False, override_params={"num_classes": num_classes})
+    override_params = {"num_classes": num_classes}
+    if not efficientnet_builder.is_lite(model_name):
+        override_params["relu_fn"] = plain_swish
+    logits, _ = efficientnet_builder.build_model(features, model_name, training=False,
+                                                 override_params=override_params)
     logits = _named(logits, OUTPUT_NAMES[0])
     probs = _named(tf.nn.softmax(logits), OUTPUT_NAMES[1])
     return images, logits, probs
@@ -142,7 +152,7 @@ def freeze(checkpoint, model_name=None, num_classes=None, image_size=None, outpu
     inputs = outputs.checkpoint_inputs(prefix)
     outputs.check_output(output, inputs, overwrite)
     if aipp_path:
-        outputs.check_output(aipp_path, inputs + [output], overwrite, flag="AIPP file (from --output)")
+        outputs.check_output(aipp_path, inputs + [output], overwrite, flag="--output")
     batch_size = batch_size if batch_size and batch_size > 0 else None
     graph = tf.Graph()
     with graph.as_default():

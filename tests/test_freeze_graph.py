@@ -271,7 +271,7 @@ def test_cli_never_overwrites_an_input_and_replaces_a_file_only_with_overwrite(g
         proc = freeze_cli("--output=%s" % index, *extra)
         assert proc.returncode == 1
         assert proc.stderr.strip().splitlines()[-1] == (
-            "error: --output %s is an input of this export (%s): pass another --output" % (index, index.name))
+            "error: %s is an input of this export (%s): pass another --output" % (index, index.name))
         assert index.read_bytes() == original
     assert sorted(os.listdir(str(folder))) == sorted(os.listdir(os.path.dirname(golden["prefix"])))
 
@@ -280,7 +280,7 @@ def test_cli_never_overwrites_an_input_and_replaces_a_file_only_with_overwrite(g
     proc = freeze_cli("--output=%s" % existing)
     assert proc.returncode == 1 and existing.read_text() == "mine"
     assert proc.stderr.strip().splitlines()[-1] == (
-        "error: --output %s already exists: pass a new --output, or --overwrite to replace it" % existing)
+        "error: %s already exists: pass another --output, or --overwrite to replace it" % existing)
     proc = freeze_cli("--output=%s" % existing, "--overwrite")
     assert proc.returncode == 0, proc.stderr[-2000:]
     graph_def = tf.GraphDef()

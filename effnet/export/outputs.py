@@ -27,10 +27,10 @@ def check_output(path, inputs=(), overwrite=False, flag="--output"):
     real = os.path.realpath(path)
     for source in inputs:
         if os.path.realpath(source) == real:
-            raise OutputError("%s %s is an input of this export (%s): pass another %s"
-                              % (flag, path, os.path.basename(source), flag))
+            raise OutputError("%s is an input of this export (%s): pass another %s"
+                              % (path, os.path.basename(source), flag))
     if os.path.lexists(path) and not overwrite:
-        raise OutputError("%s %s already exists: pass a new %s, or --overwrite to replace it" % (flag, path, flag))
+        raise OutputError("%s already exists: pass another %s, or --overwrite to replace it" % (path, flag))
     folder = os.path.dirname(os.path.abspath(path))
     existing = folder
     while not os.path.isdir(existing):
@@ -46,7 +46,8 @@ def written_atomically(path, overwrite=False):
     `path` (replacing an existing one only when overwrite), on any error removes it."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, ".%s.tmp-%s" % (os.path.basename(path), uuid.uuid4().hex[:8]))
+    # The extension stays last, so readers that go by it (TFLite, ONNX) take the temporary file too.
+    temporary = os.path.join(folder, ".tmp-%s-%s" % (uuid.uuid4().hex[:8], os.path.basename(path)))
     try:
         yield temporary
         if os.path.lexists(path):
