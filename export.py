@@ -8,8 +8,9 @@ Usage:
 Writes the frozen graph (.pb), a SavedModel, TFLite float32 / float16 / int8 (full-integer, calibrated on
 --calibration_images training images) and ONNX (needs `pip install -r requirements-export.txt`), runs each
 file and the checkpoint on --check_images validation images (or the --images photos) and prints one table:
-the largest relative logit difference (float formats <= 1e-4, float16 <= 1e-2), the top-1 agreement with the
-checkpoint, and with labels both top-1 accuracies. Then the ATC commands and AIPP config for the .pb and .onnx.
+the largest logit difference relative to the largest logit (absolute where the logits stay below 1; float
+formats <= 1e-4, float16 <= 1e-2), the top-1 agreement with the checkpoint, and with labels both top-1
+accuracies (int8: at most --int8_max_top1_drop below the checkpoint). Then the ATC commands and AIPP config for the .pb and .onnx.
 Every file takes float32 NHWC RGB 0..255 images after the evaluation preprocessing (centre crop of 87.5%,
 bicubic resize); the int8 TFLite file takes the same pixels as uint8. Exit code 1 when a check fails (that
 file is not written) or the input is bad (nothing is written).
@@ -65,8 +66,11 @@ def main(argv):
             preprocess.DatasetError) as err:
         print("error: %s" % err, file=sys.stderr)
         return 1
-    print("Checked on %s against the checkpoint (%s weights):" % (result.check_source,
-                                                                  "EMA" if result.use_ema else "raw"))
+    except OSError as err:  # e.g. the disk filled up: the file being written was removed
+        print("error: cannot write the export (%s): free space or pass another --output_dir" % err, file=sys.stderr)
+        return 1
+    print("Checked on %s against the checkpoint (%s weights; logit differences relative to the largest logit, "
+          "absolute below 1):" % (result.check_source, "EMA" if result.use_ema else "raw"))
     print(exporter.format_table(result))
     for kind, command in sorted(result.atc.items()):
         print("ATC command (%s, uint8 RGB %dx%d frames through the AIPP config beside it):"

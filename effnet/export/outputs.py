@@ -31,10 +31,12 @@ def check_output(path, inputs=(), overwrite=False, flag="--output"):
                               % (path, os.path.basename(source), flag))
     if os.path.lexists(path) and not overwrite:
         raise OutputError("%s already exists: pass another %s, or --overwrite to replace it" % (path, flag))
-    folder = os.path.dirname(os.path.abspath(path))
-    existing = folder
-    while not os.path.isdir(existing):
+    existing = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(existing):
         existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise OutputError("cannot write %s: %s is a file, not a folder; pass a %s in a writable folder"
+                          % (path, existing, flag))
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError("cannot write %s: folder %s is not writable; pass a %s in a writable folder"
                           % (path, existing, flag))
