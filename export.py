@@ -10,7 +10,8 @@ Writes the frozen graph (.pb), a SavedModel, TFLite float32 / float16 / int8 (fu
 file and the checkpoint on --check_images validation images (or the --images photos) and prints one table:
 the largest logit difference relative to the largest logit (absolute where the logits stay below 1; float
 formats <= 1e-4, float16 <= 1e-2), the top-1 agreement with the checkpoint, and with labels both top-1
-accuracies (int8: at most --int8_max_top1_drop below the checkpoint). Then the ATC commands and AIPP config for the .pb and .onnx.
+accuracies (int8: at most --int8_max_top1_drop below the checkpoint). Then the ATC commands and AIPP config for
+the .pb and .onnx.
 Every file takes float32 NHWC RGB 0..255 images after the evaluation preprocessing (centre crop of 87.5%,
 bicubic resize); the int8 TFLite file takes the same pixels as uint8. Exit code 1 when a check fails (that
 file is not written) or the input is bad (nothing is written).

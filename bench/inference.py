@@ -7,8 +7,8 @@ Times the checkpoint session, the frozen graph, TFLite float32 and int8 and ONNX
 requirements-export.txt is installed) on batches of 1, 8 and 32 synthetic images (the models' cost does
 not depend on the pixels): latency per batch p50/p90/p99 in ms and images/s (batch / mean latency), after
 --warmup runs, from --runs runs or as many as fit in --max_seconds (at least 3; the table gives the count:
-TF 1.15's TFLite interpreter runs int8 on reference kernels, seconds per image). The header names the CPU, the core count, TensorFlow and the commit: figures are only
-comparable on the same machine under the same load.
+TF 1.15's TFLite interpreter runs int8 on reference kernels, seconds per image). The header names the CPU,
+the core count, TensorFlow and the commit: figures are only comparable on the same machine under the same load.
 """
 import os
 import platform
