@@ -58,8 +58,8 @@ def test_every_float_format_names_the_photos_as_the_checkpoint(lite0, fixture_di
         assert difference <= exporter.FLOAT_BOUNDS[kind], (kind, difference)
     # Relative logit differences as measured here, far inside the bounds: float32 formats ~1e-6, float16 ~3e-3.
     assert rows["tflite_fp16"][1] > rows["tflite_fp32"][1]
-    assert sorted(os.listdir(str(output))) == sorted(exporter.file_names("efficientnet-lite0")[k] for k in
-                                                     FLOAT_FORMATS) + ["aipp.cfg"]
+    names = exporter.file_names("efficientnet-lite0")
+    assert sorted(os.listdir(str(output))) == sorted([names[kind] for kind in FLOAT_FORMATS] + ["aipp.cfg"])
     assert ('atc --model=%s --framework=3 --output=%s --soc_version=Ascend310 --input_shape="input:1,224,224,3" '
             '--input_format=NHWC' % (output / "efficientnet-lite0.pb", output / "efficientnet-lite0")) in result.stdout
     assert ('atc --model=%s --framework=5 --output=%s_onnx --soc_version=Ascend310 '
@@ -70,7 +70,7 @@ def test_every_float_format_names_the_photos_as_the_checkpoint(lite0, fixture_di
     # predict.py's path, per file: the same top-1 names as the checkpoint's.
     expected = photo_names(predict.CheckpointModel(str(lite0)), photos)
     for kind in FLOAT_FORMATS:
-        path = str(output / exporter.file_names("efficientnet-lite0")[kind])
+        path = str(output / names[kind])
         assert photo_names(predict.ExportedModel(path), photos) == expected, kind
 
     # The SavedModel's serving signature gives probabilities and the top 5 besides the logits.
