@@ -242,7 +242,11 @@ def export(checkpoint, output_dir=None, formats=None, use_ema="auto", data_path=
                           "or convert_weights.py" % prefix)
     model_name, num_classes, image_size = checkpoint_reader.infer_model(prefix, None, None, image_size)
     use_ema = checkpoint_reader.resolve_use_ema(use_ema, prefix)
+    named = [name for name in (formats or []) if name.strip() and name.strip() != "all"]
     formats = choose_formats(formats)
+    if "tflite_int8" in formats and not data_path and not named:
+        print("note: tflite_int8 left out: it calibrates on training images; pass --data_path", file=sys.stderr)
+        formats.remove("tflite_int8")
     output_dir = output_dir or os.path.join(os.path.dirname(prefix), "export")
     names = file_names(model_name)
     paths = {kind: os.path.join(output_dir, names[kind]) for kind in formats}
