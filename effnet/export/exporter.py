@@ -317,7 +317,7 @@ def _write_and_check(kind, path, overwrite, sess, tensors, frozen, calibration, 
                 else:
                     with open(temporary, "wb") as handle:
                         handle.write(tflite_model(frozen, kind, calibration))
-            except runtimes.ModelFileError:
+            except (runtimes.ModelFileError, OSError):  # a missing package, a full disk: not this format's fault
                 raise
             except Exception as err:  # the converters raise many types; each failure becomes the check's reason
                 failed = Check(kind, path, 0.0, float("nan"), FLOAT_BOUNDS.get(kind), 0.0, None, None, False,
