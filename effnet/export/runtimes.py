@@ -40,6 +40,8 @@ def import_optional(module, package=None):
 
 def kind_of(path):
     """'pb', 'saved_model', 'tflite', 'onnx' for an exported model file or folder, else None (a checkpoint)."""
+    if not path:
+        return None
     if os.path.isdir(path):
         return "saved_model" if os.path.isfile(os.path.join(path, "saved_model.pb")) else None
     extension = os.path.splitext(path)[1].lower()
