@@ -159,3 +159,22 @@ def test_a_missing_optional_package_names_the_install_command(monkeypatch):
     assert exporter.choose_formats([]) == [kind for kind in exporter.FORMATS if kind != "onnx"]
     with pytest.raises(runtimes.ModelFileError, match="pip install -r requirements-export.txt"):
         runtimes.import_optional("a_module_that_is_not_there", "tf2onnx")
+
+
+def test_exported_files_are_told_by_name_and_bad_ones_are_one_line(tmp_path):
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "saved_model.pb").write_bytes(b"")
+    assert [runtimes.kind_of(str(path)) for path in (
+        tmp_path / "m.pb", tmp_path / "m.TFLITE", tmp_path / "m.onnx", tmp_path / "saved", tmp_path,
+        tmp_path / "model.ckpt-20", None)] == ["pb", "tflite", "onnx", "saved_model", None, None, None]
+    for name in ("broken.pb", "broken.tflite"):
+        (tmp_path / name).write_bytes(b"not a model")
+        with pytest.raises(runtimes.ModelFileError, match="pass a .* written by export.py"):
+            runtimes.open_model(str(tmp_path / name))
+    with pytest.raises(runtimes.ModelFileError, match="model file .*gone.tflite not found"):
+        runtimes.open_model(str(tmp_path / "gone.tflite"))
+    result = run_python(["test.py", "--TMP_DATA_PATH=%s" % DEMO_DATA,
+                         "--TMP_MODEL_PATH=%s" % (tmp_path / "broken.tflite")])
+    assert result.returncode == 1
+    assert re.fullmatch(r"error: cannot load \S+broken.tflite as a TFLite model \(.*\): pass a .tflite written by "
+                        r"export.py", result.stderr.strip().splitlines()[-1]), result.stderr[-2000:]
