@@ -274,6 +274,7 @@ def export(checkpoint, output_dir=None, formats=None, use_ema="auto", data_path=
                                         for i in range(0, len(images), 32)])
             frozen = tf.graph_util.convert_variables_to_constants(
                 sess, graph.as_graph_def(), list(freeze_graph.OUTPUT_NAMES))
+            created = not os.path.isdir(output_dir)
             os.makedirs(output_dir, exist_ok=True)
             checks = []
             for kind in formats:
@@ -283,6 +284,8 @@ def export(checkpoint, output_dir=None, formats=None, use_ema="auto", data_path=
                                                int8_min_agreement))
     atc = {}
     written = {check.format for check in checks if check.passed}
+    if created and not written:
+        os.rmdir(output_dir)  # every check failed: leave no empty folder behind
     if aipp_path and {"pb", "onnx"} & written:
         _write_text(aipp_path, aipp_config(image_size), overwrite)
         if "pb" in written:
