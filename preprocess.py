@@ -292,6 +292,26 @@ def _records_of(filename):
         lambda index, record: (filename, index, record))
 
 
+def eval_images(data_path, split, image_size, limit, num_classes=None):
+    """Up to `limit` images of `split` through the evaluation preprocessing (centre crop, bicubic resize), taken
+    in turn from each record file: (images [n,S,S,3] float32 RGB 0..255, labels [n] int32). The export tools
+    calibrate and check exported models on these, so they see exactly what test.py feeds the model."""
+    files = find_record_files(data_path, split)
+    label_offset = read_dataset_info(data_path)['label_offset']
+    with tf.Graph().as_default():
+        dataset = tf.data.Dataset.from_tensor_slices(files).interleave(
+            _records_of, cycle_length=len(files), block_length=1)
+        dataset = dataset.take(limit).map(lambda filename, index, record: _parse_record(
+            filename, index, record, label_offset, num_classes))
+        dataset = dataset.map(lambda image_bytes, label: (preprocess_for_eval(image_bytes, image_size), label))
+        images, labels = tf.data.make_one_shot_iterator(dataset.batch(max(1, limit))).get_next()
+        with tf.Session() as sess, pipeline_errors_explained(data_path, split, label_offset, num_classes):
+            try:
+                return sess.run([images, labels])
+            except tf.errors.OutOfRangeError:
+                raise DatasetError('the %s records in %s hold no images' % (split, data_path))
+
+
 @contextlib.contextmanager
 def pipeline_errors_explained(data_path, split, label_offset, num_classes):
     """Re-raises an input-pipeline failure inside the block as explain_pipeline_error's DatasetError (other

@@ -6,6 +6,8 @@ Folders by responsibility:
   data/         augmentation policies used by the input pipeline (preprocess.py stays at the top level)
   devices/      NPU / GPU / CPU specifics: session config, loss scaling, collectives
   evaluation/   the evaluator shared by test.py and the validation during training
+  export/       export.py's formats and checks, and running any exported file (test.py, predict.py, bench)
+  modelarts/    ModelArts training jobs: job configuration file, OBS copies, the job run
   training/     training policy as pure functions (learning rate, batch-norm momentum, validation cadence)
   weights/      reading foreign weight files (Keras, PyTorch, safetensors) as plain data
 The TensorFlow 1.15 / 2.x differences live in tf_compat.py, the flags train.py and test.py share in

@@ -11,6 +11,8 @@ from absl import flags, logging
 from effnet.checkpoints import checkpoint_reader
 from effnet import common_flags
 from effnet.devices import device
+from effnet.export import file_evaluation
+from effnet.export import runtimes
 import efficientnet_builder
 import preprocess
 from effnet.checkpoints import run_config
@@ -96,6 +98,8 @@ def evaluate(data_path, checkpoint, batch_size, use_ema="auto", model_name=None,
 
     Settings left unset come from the run that wrote the checkpoint, then the checkpoint itself.
     """
+    if runtimes.kind_of(checkpoint):  # an exported .pb, SavedModel, .tflite or .onnx
+        return file_evaluation.evaluate(data_path, checkpoint, batch_size, num_classes, image_size)
     preprocess.find_record_files(data_path, "validation")  # a bad data path is named as such, first
     prefix = checkpoint_reader.resolve_checkpoint(checkpoint)
     info = preprocess.read_dataset_info(data_path)
@@ -225,8 +229,11 @@ def main_from_flags():
     common_flags.check()
     result = evaluate(FLAGS.TMP_DATA_PATH, FLAGS.TMP_MODEL_PATH, FLAGS.batch_size, FLAGS.use_ema,
                       FLAGS.model_name, FLAGS.num_classes, FLAGS.image_size)
-    print("Checkpoint: %s (%s, %s weights)" % (result["checkpoint"], result["model_name"],
-                                               "EMA" if result["use_ema"] else "raw"))
+    if result.get("source"):
+        print("Model file: %s" % result["source"])
+    else:
+        print("Checkpoint: %s (%s, %s weights)" % (result["checkpoint"], result["model_name"],
+                                                   "EMA" if result["use_ema"] else "raw"))
     print("Images evaluated: %d" % result["count"])
     print("Top-1 acc: %.4f" % result["top1"])
     print("Top-5 acc: %.4f" % result["top5"])
