@@ -16,6 +16,10 @@ def evaluate(data_path, path, batch_size, num_classes=None, image_size=None):
     try:
         info = preprocess.read_dataset_info(data_path)
         if info["num_classes"] and info["num_classes"] > runtime.num_classes:
+            missing_info = preprocess.missing_info_text(data_path)
+            if missing_info:
+                raise preprocess.DatasetError("%s, but %s has %d classes: %s" % (
+                    missing_info, path, runtime.num_classes, preprocess.MISSING_INFO_FIX))
             raise runtimes.ModelFileError("the data has %d classes but %s only %d: evaluate a model trained on this "
                                           "data" % (info["num_classes"], path, runtime.num_classes))
         start = time.time()
