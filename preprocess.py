@@ -5,12 +5,9 @@ Records hold `image/encoded` (JPEG, or PNG and other formats tf.image.decode_ima
 side does that) and int32 labels starting at 0.
 """
 
-import contextlib
 import glob
 import json
 import os
-import re
-import time
 
 import tensorflow.compat.v1 as tf
 
@@ -34,19 +31,14 @@ MIN_CROP_AREA = 0.08
 MIN_IMAGE_SIDE = 2
 
 _FIX_HINT = 'point TMP_DATA_PATH at a folder made by make_tfrecords.py or the ImageNet TFRecords'
-# Names of the input pipeline's ops whose failures explain_pipeline_error explains; it tells them apart by the
+# Names of the input pipeline's ops whose failures effnet/data/pipeline_errors.py explains; it tells them apart by the
 # failing node's name (in the message as {{node NAME}}: errors inside tf.data functions carry no err.op).
 PARSE_OP = 'record_parse'
 LABEL_CHECK_OP = 'record_label_check'
 SIZE_CHECK_OP = 'record_size_check'
 DECODE_OP = 'record_decode'
-_FAILING_NODE = re.compile(r'\{\{node ([^}]+)\}\}')
-_LABEL_CHECK = 'label_check: record'
-_LABEL_CHECK_TEXT = re.compile(_LABEL_CHECK + r'\] \[(\d+)\] \[of\] \[(.*?)\] \[stores label\] \[(-?\d+)\]')
-_SIZE_CHECK = 'size_check: record'
-_SIZE_CHECK_TEXT = re.compile(_SIZE_CHECK + r'\] \[(\d+)\] \[of\] \[(.*?)\] \[is\] \[(\d+)\] \[x\] \[(\d+)\]')
-_FEATURE_MISSING = re.compile(r'Feature: (\S+) \(data type: \w+\) is required but could not be found')
-SCAN_SECONDS = 120
+LABEL_CHECK_MESSAGE = 'label_check: record'
+SIZE_CHECK_MESSAGE = 'size_check: record'
 
 
 class DatasetError(ValueError):
@@ -186,13 +178,13 @@ def _checked_size(shape, record):
     if record is None:
         return shape
     check = tf.debugging.Assert(tf.reduce_min(shape[:2]) >= MIN_IMAGE_SIDE,
-                                [_SIZE_CHECK, record[1], 'of', record[0], 'is', shape[0], 'x', shape[1]],
+                                [SIZE_CHECK_MESSAGE, record[1], 'of', record[0], 'is', shape[0], 'x', shape[1]],
                                 name=SIZE_CHECK_OP)
     with tf.control_dependencies([check]):
         return tf.identity(shape)
 
 
-def _decode_crop_resize(image_bytes, image_size, window_fn, record=None):
+def decode_crop_resize(image_bytes, image_size, window_fn, record=None):
     """Decodes only the crop window(shape) of a JPEG (fused op), or the whole image otherwise. With `record`
     ((file, index) of the TFRecord), an image too small to crop stops the pipeline with an error naming it."""
 
@@ -239,7 +231,7 @@ def preprocess_for_train(image_bytes, image_size, augment_name=None, randaug_num
     _check_augment_name(augment_name)
     if not 0.0 < min_crop_area <= 1.0:
         raise ValueError('min_crop_area must be in (0, 1], got %r' % (min_crop_area,))
-    image = _decode_crop_resize(
+    image = decode_crop_resize(
         image_bytes, image_size, lambda shape: _random_crop_window(shape, image_size, min_crop_area), record)
     if random_flip:
         image = tf.image.random_flip_left_right(image)
@@ -251,7 +243,7 @@ def preprocess_for_train(image_bytes, image_size, augment_name=None, randaug_num
 def preprocess_for_eval(image_bytes, image_size, record=None):
     """Centre crop of image_size/(image_size+crop_padding(image_size)) of the short side, bicubic resize;
     `record` as for preprocess_for_train."""
-    return _decode_crop_resize(image_bytes, image_size, lambda shape: _center_crop_window(shape, image_size),
+    return decode_crop_resize(image_bytes, image_size, lambda shape: _center_crop_window(shape, image_size),
                                record)
 
 
@@ -264,7 +256,7 @@ def decode_and_preprocess_file(path, image_size):
 
 def _parse_record(filename, index, record, label_offset, num_classes):
     """(image bytes, label - label_offset); with num_classes, a label outside [0, num_classes) stops the
-    pipeline with an error naming the record (see explain_pipeline_error)."""
+    pipeline with an error naming the record (see effnet/data/pipeline_errors.py)."""
     features = tf.parse_single_example(
         record,
         {
@@ -278,7 +270,7 @@ def _parse_record(filename, index, record, label_offset, num_classes):
     if num_classes:
         in_range = tf.logical_and(label >= 0, label < num_classes)
         # Assert guards itself with a cond for these data types: the message costs nothing while labels fit.
-        check = tf.debugging.Assert(in_range, [_LABEL_CHECK, index, 'of', filename, 'stores label', stored],
+        check = tf.debugging.Assert(in_range, [LABEL_CHECK_MESSAGE, index, 'of', filename, 'stores label', stored],
                                     name=LABEL_CHECK_OP)
         with tf.control_dependencies([check]):
             label = tf.identity(label)
@@ -296,6 +288,8 @@ def eval_images(data_path, split, image_size, limit, num_classes=None):
     """Up to `limit` images of `split` through the evaluation preprocessing (centre crop, bicubic resize), taken
     in turn from each record file: (images [n,S,S,3] float32 RGB 0..255, labels [n] int32). The export tools
     calibrate and check exported models on these, so they see exactly what test.py feeds the model."""
+    from effnet.data import pipeline_errors  # here, not at the top: pipeline_errors reads this module
+
     files = find_record_files(data_path, split)
     label_offset = read_dataset_info(data_path)['label_offset']
     with tf.Graph().as_default():
@@ -305,101 +299,11 @@ def eval_images(data_path, split, image_size, limit, num_classes=None):
             filename, index, record, label_offset, num_classes))
         dataset = dataset.map(lambda image_bytes, label: (preprocess_for_eval(image_bytes, image_size), label))
         images, labels = tf.data.make_one_shot_iterator(dataset.batch(max(1, limit))).get_next()
-        with tf.Session() as sess, pipeline_errors_explained(data_path, split, label_offset, num_classes):
+        with tf.Session() as sess, pipeline_errors.explained(data_path, split, label_offset, num_classes):
             try:
                 return sess.run([images, labels])
             except tf.errors.OutOfRangeError:
                 raise DatasetError('the %s records in %s hold no images' % (split, data_path))
-
-
-@contextlib.contextmanager
-def pipeline_errors_explained(data_path, split, label_offset, num_classes):
-    """Re-raises an input-pipeline failure inside the block as explain_pipeline_error's DatasetError (other
-    errors pass unchanged). Wrap only what pulls from the pipeline: the explanation is chosen by the failing
-    op, but a scan for an undecodable record should never follow a model error."""
-    try:
-        yield
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
-        explained = explain_pipeline_error(error, data_path, split, label_offset, num_classes)
-        if explained is None:
-            raise
-        raise explained
-
-
-def failing_op(error):
-    """Which of the input pipeline's named ops (PARSE_OP, LABEL_CHECK_OP, SIZE_CHECK_OP, DECODE_OP) failed,
-    from err.op when the session names it, else from the {{node NAME}} of an error inside a tf.data
-    function; None for any other op."""
-    names = [error.op.name] if getattr(error, 'op', None) is not None else []
-    names += _FAILING_NODE.findall(error.message or '')
-    for name in names:
-        for op in (LABEL_CHECK_OP, SIZE_CHECK_OP, PARSE_OP, DECODE_OP):
-            if re.search(r'(^|/)%s(_\d+)?(/|$)' % op, name):
-                return op
-    return None
-
-
-def explain_pipeline_error(error, data_path, split, label_offset, num_classes):
-    """A DatasetError naming the record and the fix for an input-pipeline failure (label out of range,
-    other feature keys, image too small to crop, undecodable image, damaged file), or None for errors of
-    another op."""
-    message = error.message
-    if isinstance(error, tf.errors.DataLossError):
-        return DatasetError('a %s record file is truncated or corrupt (%s); re-create the records with '
-                            'make_tfrecords.py' % (split, message.splitlines()[0]))
-    if not isinstance(error, tf.errors.InvalidArgumentError):
-        return None
-    op = failing_op(error)
-    label = _LABEL_CHECK_TEXT.search(message)
-    if op == LABEL_CHECK_OP and label:
-        index, filename, stored = int(label.group(1)), label.group(2), int(label.group(3))
-        if not os.path.isfile(os.path.join(data_path, DATASET_INFO_FILE)):
-            offset_text = ('there is no %s in %s, so labels are read as ImageNet\'s 1..1000 (label_offset 1); '
-                           'for 0-based labels add a %s with "label_offset": 0 and "num_classes", or re-create '
-                           'the records with make_tfrecords.py' % (DATASET_INFO_FILE, data_path, DATASET_INFO_FILE))
-        else:
-            offset_text = ('check "num_classes" and "label_offset" in %s (or --num_classes)'
-                           % os.path.join(data_path, DATASET_INFO_FILE))
-        return DatasetError('record %d of %s stores label %d, which with label_offset %d is class %d, outside '
-                            '[0, %d): %s' % (index, filename, stored, label_offset, stored - label_offset,
-                                             num_classes, offset_text))
-    size = _SIZE_CHECK_TEXT.search(message)
-    if op == SIZE_CHECK_OP and size:
-        return DatasetError('record %s of %s holds a %sx%s image, too small to crop (at least %dx%d pixels): '
-                            'remove it from the photos and re-create the records with make_tfrecords.py, which '
-                            'skips images below --min_image_side' % (size.group(1), size.group(2), size.group(3),
-                                                                     size.group(4), MIN_IMAGE_SIDE, MIN_IMAGE_SIDE))
-    feature = _FEATURE_MISSING.search(message)
-    if op == PARSE_OP and feature:
-        return DatasetError('the %s records in %s have no %s feature: expected image/encoded and '
-                            'image/class/label as make_tfrecords.py and the ImageNet TFRecords hold them'
-                            % (split, data_path, feature.group(1)))
-    if op == DECODE_OP:
-        where = find_undecodable(find_record_files(data_path, split))
-        return DatasetError('%s holds an image that cannot be decoded (%s); re-create the records with '
-                            'make_tfrecords.py, which checks every image' % (where, message.splitlines()[0]))
-    return None
-
-
-def find_undecodable(files, seconds=SCAN_SECONDS):
-    """'record N of FILE' for the first record whose image the pipeline cannot decode, searched for at
-    most `seconds` (only called after a failure), else a phrase naming the files."""
-    deadline = time.time() + seconds
-    with tf.Graph().as_default():
-        image_bytes = tf.placeholder(tf.string, [])
-        image = _decode_crop_resize(image_bytes, 8, lambda shape: tf.stack([0, 0, shape[0], shape[1]]))
-        with tf.Session() as sess:
-            for path in files:
-                for index, record in enumerate(tf.python_io.tf_record_iterator(path)):
-                    if time.time() > deadline:
-                        return 'one of the %d record files %s ... %s' % (len(files), files[0], files[-1])
-                    example = tf.train.Example.FromString(record)
-                    encoded = example.features.feature['image/encoded'].bytes_list.value
-                    try:
-                        sess.run(image, {image_bytes: encoded[0] if encoded else b''})
-                    except tf.errors.OpError:
-                        return 'record %d of %s' % (index, path)
-    return 'one of the %d record files %s ... %s' % (len(files), files[0], files[-1])
 
 
 def _pad_batch(images, labels, batch_size):
@@ -455,7 +359,7 @@ def build_dataset(
     Training repeats forever, shuffled, dropping the remainder. Evaluation makes one ordered pass
     and pads the last batch with label -1 entries, so callers count only labels >= 0. With
     num_classes every label is checked to lie in [0, num_classes): a record outside stops the
-    pipeline (explain_pipeline_error names it), so no real image is ever taken for padding.
+    pipeline (effnet/data/pipeline_errors.py names it), so no real image is ever taken for padding.
     """
     _check_augment_name(augment_name)
     if image_size <= 0 or batch_size <= 0:

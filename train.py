@@ -8,13 +8,9 @@ count differs) or from scratch, never in a folder that holds checkpoint files. C
 official variable names and EMA shadows; how they are kept safe (lock, checks, retention, SIGTERM)
 is in checkpoint_writer.py.
 """
-import contextlib
-import errno
 import functools
-import glob
 import math
 import os
-import shutil
 import sys
 import time
 
@@ -28,8 +24,12 @@ from effnet.devices import device
 import efficientnet_builder
 from effnet.evaluation import evaluation
 import preprocess
+from effnet.data import pipeline_errors
 from effnet.checkpoints import run_config
-from effnet.training import train_step, training_policy
+from effnet.training import loop, resume, train_step, training_policy
+from effnet.training.errors import TrainingError, checked_folder
+from effnet.training.progress import ProgressLog
+from effnet.training.validation import Validation
 
 flags.DEFINE_boolean("is_training", True, "Train (True) or only evaluate TMP_MODEL_PATH on the validation split.")
 flags.DEFINE_float("epochs", 1.0, "Epochs to train; ignored when --max_steps > 0.")
@@ -81,7 +81,8 @@ flags.DEFINE_float("eval_every_n_epochs", None,
                    "Validate every N epochs (and at the end); default: %d times a run for validation splits of up "
                    "to %d images, never for larger ones; 0 = off." % (training_policy.AUTO_EVALUATIONS_PER_RUN,
                                                                        training_policy.AUTO_VALIDATION_MAX_IMAGES))
-flags.DEFINE_integer("eval_every_n_steps", 0, "Validate every N steps (and at the end); wins over --eval_every_n_epochs.")
+flags.DEFINE_integer("eval_every_n_steps", 0,
+                     "Validate every N steps (and at the end); wins over --eval_every_n_epochs.")
 flags.DEFINE_integer("early_stopping_patience", 0,
                      "Stop after this many validations without a better top-1 than the best (kept in "
                      "TMP_MODEL_PATH/best/); 0 = off.")
@@ -89,10 +90,6 @@ FLAGS = flags.FLAGS
 
 IMAGENET_TRAIN_SHARDS = 1024
 IMAGENET_TRAIN_IMAGES = 1281167
-
-
-class TrainingError(ValueError):
-    """A run that cannot start or go on; the message says what to change."""
 
 
 _FLAG_RANGES = (
@@ -136,19 +133,6 @@ def _check_flags():
                         % FLAGS.early_stopping_patience)
     if problems:
         raise TrainingError("; ".join(problems))
-
-
-def _checked_folder(path, flag):
-    """Creates the folder if needed; a file in the way, or a folder that cannot be made, is an error."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise TrainingError("%s %s is a file, not a folder: pass a folder" % (flag, path))
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as error:
-        raise TrainingError("cannot create %s %s (%s): pass a folder you can write to" % (flag, path, error.strerror))
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise TrainingError("%s %s is not writable: pass a folder you can write to" % (flag, path))
-    return path
 
 
 def _pretrained_prefix(path):
@@ -229,321 +213,15 @@ class TrainGraph(train_step.TrainStep):
         self.broadcast = dev.broadcast_variables_op(tf.global_variables())
 
 
-def _resume_checkpoint(model_dir):
-    """The newest intact checkpoint in model_dir (whatever its `checkpoint` state file says), or None
-    for an empty folder; a folder whose checkpoint files are all damaged is an error, because
-    training from scratch there would overwrite them."""
-    latest, damaged = checkpoint_reader.newest_intact_checkpoint(model_dir)
-    if damaged:
-        logging.warning("skipping damaged checkpoint(s): %s", checkpoint_reader.damaged_text(damaged))
-    if latest is None and damaged:
-        raise TrainingError("TMP_MODEL_PATH %s holds checkpoint files but no intact checkpoint: move them away "
-                            "(or restore them from a copy), or pass an empty TMP_MODEL_PATH" % model_dir)
-    return latest
-
-
-def _check_resume_fits(latest, model_dir, model_name, num_classes):
-    """The checkpoint a run resumes from must hold the model and class count it builds: said here, before
-    building, with what to do (restoring a 10-wide head into 12 classes fails deep inside TensorFlow)."""
-    held_model = checkpoint_reader.checkpoint_model_name(latest)
-    fine_tune = ("pass a new TMP_MODEL_PATH, and --TMP_WEIGHTS_PATH=%s to fine-tune from this run's weights (the "
-                 "head is trained anew)" % model_dir)
-    if held_model and held_model != model_name:
-        raise TrainingError("TMP_MODEL_PATH %s holds %s checkpoints (newest %s), not %s: drop --model_name to "
-                            "resume that run, or %s" % (model_dir, held_model, os.path.basename(latest), model_name,
-                                                        fine_tune))
-    held_classes = checkpoint_reader.checkpoint_num_classes(latest, held_model)
-    if held_classes and held_classes != num_classes:
-        source = ("--num_classes=%d" % FLAGS.num_classes if FLAGS.num_classes
-                  else "the data in %s" % FLAGS.TMP_DATA_PATH)
-        raise TrainingError("the class count differs from the checkpoint's: TMP_MODEL_PATH %s holds a %d-class "
-                            "checkpoint (%s) but this run has %d classes (%s): to resume it, pass "
-                            "--num_classes=%d and the data it was trained on; to train %d classes, %s"
-                            % (model_dir, held_classes, os.path.basename(latest), num_classes, source,
-                               held_classes, num_classes, fine_tune))
-
-
-def _remove_partial_saves(folder):
-    """Removes what a save killed midway leaves in folder (TensorFlow's model.ckpt-*.tempstate* files and
-    model.ckpt-*_temp* folders): never read, never cleaned up by TensorFlow."""
-    found = sorted(glob.glob(os.path.join(glob.escape(folder), checkpoint_writer.CHECKPOINT_NAME + "-*tempstate*"))
-                   + glob.glob(os.path.join(glob.escape(folder), checkpoint_writer.CHECKPOINT_NAME + "-*_temp*")))
-    for path in found:
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            os.remove(path)
-    if found:
-        logging.warning("removed the partial files of an interrupted save: %s",
-                        ", ".join(os.path.relpath(p, FLAGS.TMP_MODEL_PATH) for p in found))
-
-
-def _restore_or_initialize(sess, graph, latest, model_dir, weights_prefix):
-    """Resumes from `latest`, else loads pretrained weights; returns a log line saying which."""
-    sess.run([tf.global_variables_initializer(), tf.local_variables_initializer()])
-    if latest:
-        try:
-            graph.saver.restore(sess, latest)
-        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as error:
-            raise TrainingError("TMP_MODEL_PATH %s holds a checkpoint of another model or setup (%s); pass an "
-                                "empty TMP_MODEL_PATH or the flags of that run"
-                                % (model_dir, error.message.splitlines()[0]))
-        return "resuming from %s (step %d); pretrained weights ignored" % (latest, sess.run(graph.global_step))
-    if weights_prefix is None:
-        return "training from scratch (no pretrained weights in TMP_WEIGHTS_PATH)"
-    use_ema = checkpoint_reader.resolve_use_ema({"ema": True, "raw": False}.get(FLAGS.pretrained_weights, "auto"),
-                                               weights_prefix)
-    skipped = checkpoint_reader.restore(sess, weights_prefix, graph.model_variables, use_ema,
-                                       skip_mismatched_head=True)
-    if skipped:
-        # The official head initialization, uniform(+-1/sqrt(classes)), is sized for 1000 classes: with 2 it
-        # gives pretrained features logits in the tens and a first loss of 3-4 (measured on 2 classes: the loss
-        # was still 2.1 after 10 epochs, validation 0.64 against 0.78 from zero). Zero starts at the uniform
-        # prediction.
-        sess.run(graph.zero_head)
-    if graph.ema_sync is not None:
-        sess.run(graph.ema_sync)
-    message = "loaded pretrained %s weights from %s" % ("EMA" if use_ema else "raw", weights_prefix)
-    if skipped:
-        message += "; new head (shape differs, trained from zero): %s" % ", ".join(skipped)
-    return message
-
-
-class ProgressLog(object):
-    """One line per interval: epoch, step, loss, top-1, learning rate, images/s, time left."""
-
-    def __init__(self, total_steps, steps_per_epoch, global_batch, first_step):
-        self.total_steps, self.steps_per_epoch, self.global_batch = total_steps, steps_per_epoch, global_batch
-        self.mark_step, self.mark_time = first_step, time.time()
-        self.timed_steps, self.timed_seconds = 0, 0.0
-        self.warm = False
-        self.losses, self.accuracies = [], []
-        self.last_accuracy = None
-
-    def add(self, loss, accuracy):
-        self.losses.append(loss)
-        self.accuracies.append(accuracy)
-
-    def pause(self, seconds):
-        """Leaves `seconds` spent outside training (validation) out of the speed and time-left figures."""
-        self.mark_time += seconds
-
-    def images_per_second(self):
-        if self.timed_seconds <= 0:
-            return None
-        return self.timed_steps * self.global_batch / self.timed_seconds
-
-    def line(self, step, learning_rate):
-        now = time.time()
-        steps, seconds = step - self.mark_step, now - self.mark_time
-        rate = steps * self.global_batch / seconds if seconds > 0 else 0.0
-        if self.warm:
-            self.timed_steps += steps
-            self.timed_seconds += seconds
-        self.warm = True
-        self.mark_step, self.mark_time = step, now
-        loss = sum(self.losses) / max(1, len(self.losses))
-        self.last_accuracy = sum(self.accuracies) / max(1, len(self.accuracies))
-        self.losses, self.accuracies = [], []
-        seconds_per_step = seconds / steps if steps else 0.0
-        return ("epoch %.2f step %d/%d loss %.4f top1 %.4f lr %.3g images/s %.1f time left %s" % (
-            step / self.steps_per_epoch, step, self.total_steps, loss, self.last_accuracy, learning_rate, rate,
-            _duration(seconds_per_step * (self.total_steps - step))))
-
-
-class Validation(object):
-    """In-training validation of the checkpoints just saved (on the chief), through evaluation.Evaluator as
-    test.py evaluates them: one log line, TensorBoard scalars in the `eval` run, the history in
-    TMP_MODEL_PATH, the best checkpoint in TMP_MODEL_PATH/best/ and the early-stopping decision."""
-
-    def __init__(self, evaluator, interval, patience, model_dir, log_dir, best_saver, settings, steps_per_epoch,
-                 start_step):
-        self.evaluator, self.interval, self.patience = evaluator, interval, patience
-        self.model_dir, self.best_saver, self.settings = model_dir, best_saver, settings
-        self.steps_per_epoch = steps_per_epoch
-        self.best_dir = _checked_folder(os.path.join(model_dir, training_policy.BEST_DIR), "TMP_MODEL_PATH/best")
-        self.writer = tf.summary.FileWriter(os.path.join(log_dir, "eval"))
-        self.history = training_policy.read_history(model_dir, start_step)
-        self.kept_best = self._kept_best()
-        self.seconds = 0.0
-        self.last_top1 = None
-
-    def _kept_best(self):
-        """best/'s own record ({'step', 'top1'}) when the history lacks it (moved away, or of steps past the
-        resumed one), so that only a better validation replaces best/; else None."""
-        step = self._best_step()
-        if step is None or any(entry["step"] == step for entry in self.history):
-            return None
-        top1 = run_config.read(self.best_dir).get("best_top1")
-        return {"step": step, "top1": top1} if isinstance(top1, float) else None
-
-    @staticmethod
-    def _checkpoint_state(prefix):
-        problem = checkpoint_reader.checkpoint_problem(prefix)
-        return "%s is saved and intact" % prefix if problem is None else "%s is damaged (%s)" % (prefix, problem)
-
-    def close(self):
-        """Ends the evaluation session and the `eval` summary writer."""
-        self.evaluator.close()
-        self.writer.close()
-
-    def due(self, step, total_steps):
-        return training_policy.is_evaluation_step(step, self.interval, total_steps)
-
-    def stop(self):
-        """True when early stopping says so; logs why."""
-        if not training_policy.should_stop_early(self.history, self.patience):
-            return False
-        best = training_policy.best_entry(self.history)
-        logging.info("early stopping: %d validations without a better top-1 than %.4f (step %d, kept in %s)",
-                     training_policy.evaluations_since_best(self.history), best["top1"], best["step"], self.best_dir)
-        return True
-
-    def _best_step(self):
-        """The step best/ holds intact and records, or None."""
-        prefix, _ = checkpoint_reader.newest_intact_checkpoint(self.best_dir)
-        try:
-            recorded = run_config.read(self.best_dir).get("best_step")
-        except run_config.RunConfigError:
-            return None
-        step = checkpoint_reader.checkpoint_step(prefix) if prefix else None
-        return step if step == recorded else None
-
-    def _save_best(self, sess, step, top1):
-        """Writes the session's weights (those of step `step`) into best/; a failure is one sentence."""
-        try:
-            self.best_saver.save(sess)
-            run_config.write(self.best_dir, **dict(self.settings, best_step=int(step), best_top1=top1))
-            run_config.copy_labels(self.best_dir, self.settings.get("labels_file"))
-        except (checkpoint_writer.CheckpointSaveError, tf.errors.OpError, OSError) as error:
-            # CheckpointSaver's error says "no good checkpoint in best/"; its cause says what went wrong.
-            cause = (error.__context__ if isinstance(error, checkpoint_writer.CheckpointSaveError) else None) or error
-            reason = getattr(cause, "message", None) or getattr(cause, "strerror", None) or str(cause)
-            if "space left" in reason or getattr(cause, "errno", None) == errno.ENOSPC:
-                reason = "no space left on device"
-            return reason.splitlines()[0]
-        return None
-
-    def catch_up(self, sess, prefix, step, total_steps):
-        """At resume: redoes the validation of checkpoint `prefix` (step `step`, just restored into sess) when
-        a crash cut it short, or writes best/ again when the history's best is that step but best/ could not
-        be written. Returns the seconds taken."""
-        if self.due(step, total_steps) and all(entry.get("step") != step for entry in self.history):
-            logging.info("the validation of step %d was cut short: redoing it", step)
-            return self.run(sess, prefix, step)
-        best = training_policy.best_entry(self.history)
-        if best is not None and best.get("step") == step and self._best_step() != step:
-            logging.info("best/ lacks the best validation (step %d, top1 %.4f): writing it now", step, best["top1"])
-            failure = self._save_best(sess, step, best["top1"])
-            if failure:
-                raise checkpoint_writer.CheckpointSaveError("cannot write %s (%s): free space or fix the folder, then "
-                                                        "run again" % (self.best_dir, failure))
-        return 0.0
-
-    def run(self, sess, prefix, step):
-        """Evaluates checkpoint `prefix` (of step `step`, restored from disk as test.py would); saves a new
-        best into best/. Returns the seconds taken."""
-        start = time.time()
-        result = self.evaluator.run(prefix, checkpoint_reader.resolve_use_ema("auto", prefix))
-        entry = {"step": int(step), "epoch": round(step / self.steps_per_epoch, 3), "loss": result["loss"],
-                 "top1": result["top1"], "top5": result["top5"]}
-        best = training_policy.best_entry(self.history + ([self.kept_best] if self.kept_best else []))
-        failure = None
-        if best is None or entry["top1"] > best["top1"]:
-            failure = self._save_best(sess, step, result["top1"])
-            best = entry
-        # Recorded even when best/ could not be written: the resumed run then writes best/ from this entry. A
-        # run killed before this line redoes the validation at resume (catch_up).
-        self.history.append(entry)
-        try:
-            training_policy.write_history(self.model_dir, self.history)
-        except OSError as error:
-            raise checkpoint_writer.CheckpointSaveError(
-                "the validation of step %d (top1 %.4f) could not be recorded in %s (%s): %s; free space or fix "
-                "the folder, then run the same command again: it resumes there and validates again"
-                % (step, result["top1"], os.path.join(self.model_dir, training_policy.HISTORY_FILE),
-                   error.strerror, self._checkpoint_state(prefix)))
-        if failure:
-            raise checkpoint_writer.CheckpointSaveError(
-                "validation of step %d done (top1 %.4f, recorded in %s), but %s could not be written (%s): %s; "
-                "free space or fix the folder, then run the same command again: it resumes there and writes best/"
-                % (step, result["top1"], training_policy.HISTORY_FILE, self.best_dir, failure,
-                   self._checkpoint_state(prefix)))
-        _summary(self.writer, step, {"loss": result["loss"], "top1": result["top1"], "top5": result["top5"]})
-        self.writer.flush()
-        self.last_top1 = result["top1"]
-        seconds = time.time() - start
-        self.seconds += seconds
-        logging.info("validation: step %d epoch %.2f loss %.4f top1 %.4f top5 %.4f images/s %.1f (%d images, %.1f s); "
-                     "best top1 %.4f at step %d", step, entry["epoch"], result["loss"], result["top1"], result["top5"],
-                     result["images_per_second"], result["count"], seconds, best["top1"], best["step"])
-        return seconds
-
-
-def _duration(seconds):
-    minutes, seconds = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return "%d:%02d:%02d" % (hours, minutes, seconds)
-
-
-def _summary(writer, step, values):
-    if writer is None:  # not rank 0
-        return
-    writer.add_summary(tf.Summary(value=[tf.Summary.Value(tag=k, simple_value=v) for k, v in values.items()]),
-                       step)
-
-
-def _train_loop(sess, graph, train_op, is_chief, progress, writer, model_dir, stop, log_every, save_every,
-                validation=None, input_errors=contextlib.nullcontext):
-    """Runs train_op until global_step reaches the total, logging every log_every steps and saving (on the
-    chief) every save_every steps and at the end; returns the last step. `validation` (chief only) evaluates
-    the checkpoints it asks for and may stop the run early. `input_errors` is the context the training step
-    runs in (it explains input-pipeline failures; saving and validation run outside it).
-
-    A SIGTERM/SIGINT recorded by `stop` (its `signum`) ends the loop after the running step, with a
-    checkpoint, as checkpoint_writer.Interrupted."""
-    total_steps = progress.total_steps
-    step = saved_step = progress.mark_step
-    if step >= total_steps:
-        logging.info("TMP_MODEL_PATH already holds step %d >= %d total steps: nothing to train", step, total_steps)
-    if validation is not None and validation.stop():
-        return step
-    while step < total_steps and stop.signum is None:
-        with input_errors():
-            _, loss, accuracy, learning_rate = sess.run([train_op, graph.loss, graph.accuracy,
-                                                         graph.learning_rate])
-        step = sess.run(graph.global_step)
-        if not math.isfinite(loss):
-            raise TrainingError("loss is %s at step %d: lower --learning_rate; %s (resuming starts there)"
-                                % (loss, step, checkpoint_writer.last_good_text(model_dir)))
-        progress.add(loss, accuracy)
-        if step % log_every == 0 or step >= total_steps:
-            logging.info(progress.line(step, learning_rate))
-            _summary(writer, step, {"loss": loss, "train_top1": progress.last_accuracy,
-                                    "learning_rate": learning_rate})
-        validate = validation is not None and validation.due(step, total_steps)
-        if is_chief and (save_every > 0 and step % save_every == 0 or step >= total_steps or validate):
-            prefix = graph.saver.save(sess)
-            saved_step = step
-        if validate:
-            progress.pause(validation.run(sess, prefix, step))
-            if validation.stop():
-                break
-    if stop.signum is not None:
-        prefix = graph.saver.save(sess) if is_chief and step > saved_step else None
-        raise checkpoint_writer.Interrupted(stop.signum, step, prefix)
-    return step
-
-
 def _run_training(sess, graph, train_op, dev, progress, writer, model_dir, stop, data_path, label_offset,
                   num_classes, validation):
     """The loop, with input-pipeline failures explained as one DatasetError."""
     log_every = dev.round_to_loop(training_policy.log_interval(FLAGS.log_every_n_steps, progress.total_steps),
                                   "log_every_n_steps")
     save_every = dev.round_to_loop(FLAGS.save_checkpoints_steps, "save_checkpoints_steps")
-    input_errors = functools.partial(preprocess.pipeline_errors_explained, data_path, "train", label_offset,
+    input_errors = functools.partial(pipeline_errors.explained, data_path, "train", label_offset,
                                      num_classes)
-    return _train_loop(sess, graph, train_op, dev.is_chief, progress, writer, model_dir, stop, log_every,
+    return loop.train_loop(sess, graph, train_op, dev.is_chief, progress, writer, model_dir, stop, log_every,
                        save_every, validation, input_errors)
 
 
@@ -552,8 +230,8 @@ def train():
     _check_flags()
     dev = device.resolve(training=True)
     logging.info("device: %s", dev.describe())
-    model_dir = _checked_folder(FLAGS.TMP_MODEL_PATH, "TMP_MODEL_PATH")
-    _checked_folder(FLAGS.TMP_LOG_PATH, "TMP_LOG_PATH")
+    model_dir = checked_folder(FLAGS.TMP_MODEL_PATH, "TMP_MODEL_PATH")
+    checked_folder(FLAGS.TMP_LOG_PATH, "TMP_LOG_PATH")
     # From here on SIGTERM/SIGINT only request a stop: the loop saves first (a signal during graph building
     # is acted on when the loop starts; after the last step it only changes the exit code).
     with checkpoint_writer.StopSignals() as stop:
@@ -602,7 +280,7 @@ def _validation(dev, model_dir, info, graph, settings, steps_per_epoch, total_st
 def _train(dev, model_dir, start_time, stop):
     """Builds the graph, restores or initializes, runs the loop and prints the ModelZoo summary lines;
     returns the last step."""
-    latest = _resume_checkpoint(model_dir)
+    latest = resume.resume_checkpoint(model_dir)
     weights_prefix = _pretrained_prefix(FLAGS.TMP_WEIGHTS_PATH)
     recorded = run_config.read(model_dir)
     model_name = (FLAGS.model_name or recorded.get("model_name")
@@ -612,7 +290,9 @@ def _train(dev, model_dir, start_time, stop):
     train_files = preprocess.find_record_files(FLAGS.TMP_DATA_PATH, "train")
     num_classes = _num_classes(info)
     if latest:
-        _check_resume_fits(latest, model_dir, model_name, num_classes)
+        resume.check_resume_fits(latest, model_dir, model_name, num_classes,
+                                 "--num_classes=%d" % FLAGS.num_classes if FLAGS.num_classes
+                                 else "the data in %s" % FLAGS.TMP_DATA_PATH)
     image_size = FLAGS.image_size or recorded.get("image_size") or efficientnet_builder.model_spec(
         model_name).resolution
     image_num = _train_image_count(train_files, info)
@@ -627,8 +307,8 @@ def _train(dev, model_dir, start_time, stop):
     if interval and dev.is_chief:
         training_policy.read_history(model_dir, 0)  # a damaged history is an error before anything is written
     if dev.is_chief:
-        _remove_partial_saves(model_dir)
-        _remove_partial_saves(os.path.join(model_dir, training_policy.BEST_DIR))
+        resume.remove_partial_saves(model_dir, model_dir)
+        resume.remove_partial_saves(os.path.join(model_dir, training_policy.BEST_DIR), model_dir)
 
     if FLAGS.seed is not None:
         tf.set_random_seed(FLAGS.seed + dev.rank_id)
@@ -637,7 +317,8 @@ def _train(dev, model_dir, start_time, stop):
     # Rank 0 alone writes summaries, run_config.json, checkpoints and the final-result lines.
     writer = tf.summary.FileWriter(FLAGS.TMP_LOG_PATH) if dev.is_chief else None
     with tf.Session(config=dev.session_config()) as sess:
-        logging.info(_restore_or_initialize(sess, graph, latest, model_dir, weights_prefix))
+        logging.info(resume.restore_or_initialize(sess, graph, latest, model_dir, weights_prefix,
+                                                   FLAGS.pretrained_weights))
         if graph.broadcast is not None:
             sess.run(graph.broadcast)
             logging.info("rank %d: every variable set to rank 0's (step %d)", dev.rank_id,

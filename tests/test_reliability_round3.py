@@ -21,9 +21,11 @@ from PIL import Image
 
 from conftest import DEMO_DATA, REPO_ROOT, device_flags, python_env, run_python
 
-import make_tfrecords
+from effnet.data import photo_records
 import preprocess
-import train
+from effnet.data import pipeline_errors
+from effnet.training import resume
+from effnet.training.errors import TrainingError
 from effnet.checkpoints import checkpoint_reader, run_config
 from effnet.devices import device
 from effnet.evaluation import evaluation
@@ -215,8 +217,8 @@ def test_make_tfrecords_skips_images_too_small_and_lists_them(tmp_path):
             feature = tf.train.Example.FromString(record).features.feature
             sizes.add((feature["image/width"].int64_list.value[0], feature["image/height"].int64_list.value[0]))
     assert sizes == {(24, 20)}
-    with pytest.raises(make_tfrecords.ConversionError, match="min_image_side must be >= 2"):
-        make_tfrecords.convert(photos, str(tmp_path / "other"), min_image_side=1)
+    with pytest.raises(photo_records.RecordsConversionError, match="min_image_side must be >= 2"):
+        photo_records.convert(photos, str(tmp_path / "other"), min_image_side=1)
 
 
 def _record(image_bytes, label):
@@ -252,8 +254,8 @@ def test_pipeline_names_the_record_of_an_image_too_small_to_crop(tmp_path, image
                 writer.write(_record(_encoded((1, 1) if index == 3 else (16, 12), image_format), index % 2))
     for split in ("train", "validation"):
         error = _first_pipeline_error(data, split == "train")
-        assert preprocess.failing_op(error) == preprocess.SIZE_CHECK_OP
-        message = str(preprocess.explain_pipeline_error(error, data, split, 0, 2))
+        assert pipeline_errors.failing_op(error) == preprocess.SIZE_CHECK_OP
+        message = str(pipeline_errors.explain(error, data, split, 0, 2))
         assert message.startswith("record 3 of %s holds a 1x1 image, too small to crop" %
                                   os.path.join(data, "%s-00000-of-00001" % split)), message
         assert "--min_image_side" in message
@@ -265,12 +267,12 @@ def test_errors_of_other_ops_are_not_taken_for_input_errors(tmp_path):
         writer.write(_record(b"not an image", 0))
     error = tf.errors.InvalidArgumentError(
         None, None, "image crop size mismatch: decode buffer [[{{node efficientnet-b0/stem/conv2d/Conv2D}}]]")
-    assert preprocess.failing_op(error) is None
-    assert preprocess.explain_pipeline_error(error, str(tmp_path), "validation", 0, 2) is None
+    assert pipeline_errors.failing_op(error) is None
+    assert pipeline_errors.explain(error, str(tmp_path), "validation", 0, 2) is None
     # The decode op itself is explained, with the record found by the scan.
     decode = _first_pipeline_error(str(tmp_path), False)
-    assert preprocess.failing_op(decode) == preprocess.DECODE_OP
-    message = str(preprocess.explain_pipeline_error(decode, str(tmp_path), "validation", 0, 2))
+    assert pipeline_errors.failing_op(decode) == preprocess.DECODE_OP
+    message = str(pipeline_errors.explain(decode, str(tmp_path), "validation", 0, 2))
     assert message.startswith("record 0 of %s holds an image that cannot be decoded" %
                               (tmp_path / "validation-00000-of-00001")), message
 
@@ -282,10 +284,10 @@ def test_cancelled_shard_writer_converts_no_more_images(tmp_path):
     examples = [(os.path.join(photos, "cat", "%d.png" % i), 0, "cat") for i in range(3)]
     cancelled = threading.Event()
     cancelled.set()
-    written, unreadable, too_small = make_tfrecords._write_shard(str(tmp_path / "shard"), examples, photos,
+    written, unreadable, too_small = photo_records._write_shard(str(tmp_path / "shard"), examples, photos,
                                                                  cancelled=cancelled)
     assert (written, unreadable, too_small) == (0, [], [])
-    assert make_tfrecords._write_shard(str(tmp_path / "shard"), examples, photos)[0] == 3
+    assert photo_records._write_shard(str(tmp_path / "shard"), examples, photos)[0] == 3
 
 
 def test_sigint_during_make_tfrecords_stops_with_one_line_and_keeps_the_old_records(tmp_path):
@@ -411,11 +413,11 @@ def test_only_checkpoint_indexes_make_a_checkpoint_folder(model_copy, tmp_path):
     notes.mkdir()
     (notes / "notes.index").write_text("page 1: the photos of 2024\n")
     assert checkpoint_reader.checkpoint_prefixes(str(notes)) == []
-    assert train._resume_checkpoint(str(notes)) is None  # a new run may start here
+    assert resume.resume_checkpoint(str(notes)) is None  # a new run may start here
     (tmp_path / "notes_only" / "model.ckpt-3.index").write_bytes(b"index cut short")
     (tmp_path / "notes_only" / "model.ckpt-3.data-00000-of-00001").write_bytes(b"")
-    with pytest.raises(train.TrainingError, match="holds checkpoint files but no intact checkpoint"):
-        train._resume_checkpoint(str(notes))  # a damaged model checkpoint still counts
+    with pytest.raises(TrainingError, match="holds checkpoint files but no intact checkpoint"):
+        resume.resume_checkpoint(str(notes))  # a damaged model checkpoint still counts
     with open(os.path.join(model_copy, "notes.index"), "w") as handle:
         handle.write("what I tried\n")
     prefix, damaged = checkpoint_reader.newest_intact_checkpoint(model_copy)

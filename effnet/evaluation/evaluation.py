@@ -15,6 +15,7 @@ from effnet.export import file_evaluation
 from effnet.export import runtimes
 import efficientnet_builder
 import preprocess
+from effnet.data import pipeline_errors
 from effnet.checkpoints import run_config
 
 flags.DEFINE_enum("use_ema", "auto", checkpoint_reader.USE_EMA_CHOICES,
@@ -69,7 +70,7 @@ class Evaluator(object):
         checkpoint_reader.restore_or_explain(self._savers[key], self.sess, prefix)
         self.sess.run(self.iterator.initializer)
         all_labels, all_top5, all_losses = [], [], []
-        with preprocess.pipeline_errors_explained(self.data_path, "validation", self.label_offset,
+        with pipeline_errors.explained(self.data_path, "validation", self.label_offset,
                                                   self.num_classes):
             while True:
                 try:

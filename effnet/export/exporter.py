@@ -15,6 +15,7 @@ crop and bicubic resize; the mean/std normalization is inside every file):
 Every file is written under a temporary name, run on the check images, and renamed only when its check
 passes: a failed export leaves nothing under its final name.
 """
+import importlib
 import collections
 import os
 import shutil
@@ -154,7 +155,7 @@ def calibration_pixels(images):
 def write_onnx(graph_def, path):
     """Converts the frozen graph to ONNX at `path`: NCHW input `input`, outputs `logits` and `probs`."""
     tf2onnx = runtimes.import_optional("tf2onnx")
-    import tf2onnx.convert  # pylint: disable=import-outside-toplevel,redefined-outer-name
+    importlib.import_module("tf2onnx.convert")  # the submodule tf2onnx.convert.from_graph_def lives in
     tf2onnx.logging.set_level(tf2onnx.logging.ERROR)
     names = [freeze_graph.INPUT_NAME] + list(freeze_graph.OUTPUT_NAMES)
     tf2onnx.convert.from_graph_def(

@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import preprocess
+from effnet.data import pipeline_errors
 from effnet.export import runtimes
 
 
@@ -29,7 +30,7 @@ def evaluate(data_path, path, batch_size, num_classes=None, image_size=None):
                                                batch_size=batch_size, label_offset=info["label_offset"],
                                                num_classes=runtime.num_classes)
             batch = tf.data.make_one_shot_iterator(dataset).get_next()
-            with tf.Session() as sess, preprocess.pipeline_errors_explained(
+            with tf.Session() as sess, pipeline_errors.explained(
                     data_path, "validation", info["label_offset"], runtime.num_classes):
                 while True:
                     try:

@@ -20,7 +20,8 @@ def define_flags():
     """Defines the flags (only when run as a script: train.py's flags share some names)."""
     flags.DEFINE_string("data_path", None, "The training data folder (the demo data picks the demo recipe).")
     flags.DEFINE_integer("rank_size", 1, "Devices (processes) of the run.", lower_bound=1)
-    flags.DEFINE_enum("default_recipe", "finetune", list(recipes.RECIPES), "The recipe for --recipe=auto off the demo data.")
+    flags.DEFINE_enum("default_recipe", "finetune", list(recipes.RECIPES),
+                      "The recipe for --recipe=auto off the demo data.")
     flags.DEFINE_enum("modelzoo", None, ("acc", "perf"), "A ModelZoo test-script run of this kind.")
     flags.DEFINE_integer("train_steps", 0, "ModelZoo --train_steps (0: not given).")
     flags.DEFINE_float("train_epochs", 0, "ModelZoo --train_epochs (0: not given).")

@@ -55,7 +55,7 @@ def _value_text(raw):
     quoted = _QUOTED.match(raw)
     if quoted:
         return quoted.group(1) if quoted.group(1) is not None else quoted.group(2)
-    return re.split(r"(?:^|\s)#", raw, 1)[0].strip()
+    return re.split(r"(?:^|\s)#", raw, maxsplit=1)[0].strip()
 
 
 def parse(text, source="the job configuration"):
