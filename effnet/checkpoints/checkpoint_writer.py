@@ -78,13 +78,18 @@ def _remove_checkpoint(prefix):
         os.remove(path)
 
 
-def _remove_partial_files(prefix):
-    """What a failed save leaves: <prefix>.data-*.tempstate* files and <prefix>_temp* folders."""
-    for path in glob.glob(glob.escape(prefix) + "*tempstate*") + glob.glob(glob.escape(prefix) + "_temp*"):
+def remove_partial_files(prefix, any_step=False):
+    """Removes what a failed or killed save leaves: <prefix>.data-*.tempstate* files and <prefix>_temp*
+    folders, which TensorFlow never reads nor cleans up; with any_step, those of every <prefix>-<step> (the
+    leftovers of any earlier run in the folder). Returns the paths removed."""
+    base = glob.escape(prefix) + ("-*" if any_step else "")
+    found = sorted(glob.glob(base + "*tempstate*") + glob.glob(base + "_temp*"))
+    for path in found:
         if os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
         else:
             os.remove(path)
+    return found
 
 
 def write_state_file(model_dir, prefixes):
@@ -155,7 +160,7 @@ class CheckpointSaver(object):
             self.saver.save(sess, os.path.join(self.model_dir, CHECKPOINT_NAME), global_step=step,
                             write_state=False, write_meta_graph=False)
         except (tf.errors.OpError, OSError) as err:
-            _remove_partial_files(prefix)
+            remove_partial_files(prefix)
             reason = err.message if isinstance(err, tf.errors.OpError) else str(err)
             if isinstance(err, OSError) and err.errno == errno.ENOSPC or "space left" in reason:
                 reason = "no space left on device"

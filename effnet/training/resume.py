@@ -1,8 +1,6 @@
 """Where a run starts: the checkpoint it resumes from (checked against what it builds), the leftovers of an
 interrupted save, and the restore or the load of pretrained weights."""
-import glob
 import os
-import shutil
 
 from absl import logging
 import tensorflow.compat.v1 as tf
@@ -44,15 +42,9 @@ def check_resume_fits(latest, model_dir, model_name, num_classes, classes_source
 
 
 def remove_partial_saves(folder, model_dir):
-    """Removes what a save killed midway leaves in folder (TensorFlow's model.ckpt-*.tempstate* files and
-    model.ckpt-*_temp* folders): never read, never cleaned up by TensorFlow."""
-    found = sorted(glob.glob(os.path.join(glob.escape(folder), checkpoint_writer.CHECKPOINT_NAME + "-*tempstate*"))
-                   + glob.glob(os.path.join(glob.escape(folder), checkpoint_writer.CHECKPOINT_NAME + "-*_temp*")))
-    for path in found:
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            os.remove(path)
+    """Removes what a save killed midway left in folder, and says so."""
+    found = checkpoint_writer.remove_partial_files(os.path.join(folder, checkpoint_writer.CHECKPOINT_NAME),
+                                                   any_step=True)
     if found:
         logging.warning("removed the partial files of an interrupted save: %s",
                         ", ".join(os.path.relpath(p, model_dir) for p in found))
