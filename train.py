@@ -541,6 +541,8 @@ def _train(dev, model_dir, start_time, stop):
     writer = tf.summary.FileWriter(FLAGS.TMP_LOG_PATH) if dev.is_chief else None
     with tf.Session(config=dev.session_config()) as sess:
         logging.info(_restore_or_initialize(sess, graph, latest, model_dir, weights_prefix))
+        if dev.is_chief and latest:  # once restored: what a run killed before its retention left over goes
+            checkpointing.apply_retention(model_dir, FLAGS.keep_checkpoint_max, latest)
         if graph.broadcast is not None:
             sess.run(graph.broadcast)
             logging.info("rank %d: every variable set to rank 0's (step %d)", dev.rank_id,
