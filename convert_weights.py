@@ -25,10 +25,10 @@ from absl import app
 from absl import flags
 import numpy as np
 
-import checkpoint_utils
+from effnet.checkpoints import checkpoint_reader
 import efficientnet_builder
-import run_config
-import weight_readers
+from effnet.checkpoints import run_config
+from effnet.weights import weight_readers
 
 FLAGS = flags.FLAGS
 
@@ -87,7 +87,7 @@ class _Tensors(object):
         if left:
             raise ConversionError(
                 "%s has %d tensors that a %s EfficientNet does not have (%s): pass the weights of a plain "
-                "EfficientNet classifier" % (self.path, len(left), source, checkpoint_utils.listed(left, 5)))
+                "EfficientNet classifier" % (self.path, len(left), source, checkpoint_reader.listed(left, 5)))
 
 
 # ---------------------------------------------------------------- PyTorch: efficientnet_pytorch / lite
@@ -241,7 +241,7 @@ def parse_network(tensors, path, timm_model=None):
         raise ConversionError(
             "%s does not use a known EfficientNet naming (e.g. %s): supported are Keras applications, the "
             "efficientnet Keras package, efficientnet_pytorch / efficientnet_lite_pytorch and timm "
-            "tf_efficientnet_*" % (path, checkpoint_utils.listed(sorted(names), 3)))
+            "tf_efficientnet_*" % (path, checkpoint_reader.listed(sorted(names), 3)))
     wrapped.check_all_taken(network.source)
     if not network.blocks:
         raise ConversionError("%s has no blocks: pass the weights of a whole EfficientNet" % path)
@@ -342,7 +342,7 @@ def check_variables(variables, model_name, num_classes):
                   for n in sorted(expected) if n in values and list(values[n].shape) != expected[n]]
     if missing or unknown or mismatched:
         raise ConversionError("the converted weights do not fit %s: %s" % (model_name, "; ".join(
-            "%d %s: %s" % (len(names), what, checkpoint_utils.listed(names, 5)) for what, names in
+            "%d %s: %s" % (len(names), what, checkpoint_reader.listed(names, 5)) for what, names in
             (("missing", missing), ("unknown", unknown), ("shape mismatches", mismatched)) if names)))
 
 

@@ -12,7 +12,7 @@ import re
 import tensorflow.compat.v1 as tf
 
 import efficientnet_model
-import tf_compat
+from effnet import tf_compat
 
 ModelSpec = collections.namedtuple("ModelSpec", ["width", "depth", "resolution", "dropout"])
 

@@ -9,7 +9,7 @@ import math
 
 import tensorflow.compat.v1 as tf
 
-import tf_compat
+from effnet import tf_compat
 
 GlobalParams = collections.namedtuple("GlobalParams", [
     "batch_norm_momentum", "batch_norm_epsilon", "dropout_rate", "data_format", "num_classes",

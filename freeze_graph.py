@@ -19,7 +19,7 @@ from absl import app
 from absl import flags
 import tensorflow.compat.v1 as tf
 
-import checkpoint_utils
+from effnet.checkpoints import checkpoint_reader
 import efficientnet_builder
 
 FLAGS = flags.FLAGS
@@ -41,7 +41,7 @@ def define_flags():
     flags.DEFINE_integer("image_size", None, "Input height and width; default: the size the checkpoint was trained at "
                          "(run_config.json), else the model's resolution.")
     flags.DEFINE_string("output", None, "Output .pb path; default: <checkpoint dir>/<model_name>.pb.")
-    flags.DEFINE_enum("use_ema", "auto", checkpoint_utils.USE_EMA_CHOICES,
+    flags.DEFINE_enum("use_ema", "auto", checkpoint_reader.USE_EMA_CHOICES,
                       "Restore EMA shadow weights: auto = when the checkpoint has them; false = raw weights.")
     flags.DEFINE_enum("input_dtype", "float32", sorted(INPUT_DTYPES),
                       "Dtype of the `input` placeholder; uint8 is cast to float inside the graph.")
@@ -127,16 +127,16 @@ def atc_command(pb_path, image_size, batch_size, soc_version="Ascend310", aipp_p
 def freeze(checkpoint, model_name=None, num_classes=None, image_size=None, output=None, use_ema="auto",
            input_dtype="float32", normalize=True, batch_size=1, soc_version="Ascend310"):
     """Restores a checkpoint into the inference graph and writes it as a frozen .pb; returns FreezeResult."""
-    prefix = checkpoint_utils.resolve_checkpoint(checkpoint)
-    model_name, num_classes, image_size = checkpoint_utils.infer_model(prefix, model_name, num_classes, image_size)
-    use_ema = checkpoint_utils.resolve_use_ema(use_ema, prefix)
+    prefix = checkpoint_reader.resolve_checkpoint(checkpoint)
+    model_name, num_classes, image_size = checkpoint_reader.infer_model(prefix, model_name, num_classes, image_size)
+    use_ema = checkpoint_reader.resolve_use_ema(use_ema, prefix)
     output = output or os.path.join(os.path.dirname(prefix), model_name + ".pb")
     batch_size = batch_size if batch_size and batch_size > 0 else None
     graph = tf.Graph()
     with graph.as_default():
         build_inference_graph(model_name, num_classes, image_size, batch_size, input_dtype, normalize)
         with tf.Session(graph=graph) as sess:
-            checkpoint_utils.restore(sess, prefix, tf.global_variables(), use_ema)
+            checkpoint_reader.restore(sess, prefix, tf.global_variables(), use_ema)
             frozen = tf.graph_util.convert_variables_to_constants(
                 sess, graph.as_graph_def(), list(OUTPUT_NAMES))
     if os.path.dirname(output):

@@ -21,11 +21,11 @@ from google.protobuf import message
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-import checkpoint_utils
+from effnet.checkpoints import checkpoint_reader
 import efficientnet_builder
 import freeze_graph
 import preprocess
-import run_config
+from effnet.checkpoints import run_config
 
 FLAGS = flags.FLAGS
 IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.txt")
@@ -46,7 +46,7 @@ def define_flags():
                          "(run_config.json), else the model's resolution.")
     flags.DEFINE_string("labels", None, "Class names, one per line in class order (default: see module doc).")
     flags.DEFINE_string("data_path", None, "Dataset folder whose labels.txt names the classes.")
-    flags.DEFINE_enum("use_ema", "auto", checkpoint_utils.USE_EMA_CHOICES,
+    flags.DEFINE_enum("use_ema", "auto", checkpoint_reader.USE_EMA_CHOICES,
                       "Restore EMA shadow weights: auto = when the checkpoint has them; false = raw weights.")
     flags.DEFINE_integer("top_k", 5, "Number of classes printed per image.")
     flags.DEFINE_string("output_csv", None, "Also write a CSV (path, then class, index and probability of each of "
@@ -93,17 +93,17 @@ class CheckpointModel(object):
     """The classifier rebuilt from a checkpoint (EMA or raw weights)."""
 
     def __init__(self, checkpoint, model_name=None, num_classes=None, image_size=None, use_ema="auto"):
-        prefix = checkpoint_utils.resolve_checkpoint(checkpoint)
-        self.model_name, self.num_classes, self.image_size = checkpoint_utils.infer_model(
+        prefix = checkpoint_reader.resolve_checkpoint(checkpoint)
+        self.model_name, self.num_classes, self.image_size = checkpoint_reader.infer_model(
             prefix, model_name, num_classes, image_size)
-        self.use_ema = checkpoint_utils.resolve_use_ema(use_ema, prefix)
+        self.use_ema = checkpoint_reader.resolve_use_ema(use_ema, prefix)
         self.source = "%s (%s, %s weights)" % (prefix, self.model_name, "EMA" if self.use_ema else "raw")
         graph = tf.Graph()
         with graph.as_default():
             self._input, self._logits, self._probs = freeze_graph.build_inference_graph(
                 self.model_name, self.num_classes, self.image_size, batch_size=None)
             self._sess = tf.Session(graph=graph)
-            checkpoint_utils.restore(self._sess, prefix, tf.global_variables(), self.use_ema)
+            checkpoint_reader.restore(self._sess, prefix, tf.global_variables(), self.use_ema)
 
     def classify(self, image):
         """(logits, probabilities) of one preprocessed image (float32 [S,S,3], RGB 0..255)."""

@@ -14,8 +14,8 @@ import time
 
 import tensorflow.compat.v1 as tf
 
-import autoaugment
-import tf_compat  # noqa: F401  (graph mode on TensorFlow 2.x)
+from effnet.data import autoaugment
+from effnet import tf_compat  # noqa: F401  (graph mode on TensorFlow 2.x)
 
 CENTER_CROP_FRACTION = 0.875
 DATASET_INFO_FILE = 'dataset_info.json'

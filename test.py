@@ -9,9 +9,9 @@ import sys
 
 from absl import app
 
-import checkpoint_utils
-import device
-import evaluation
+from effnet.checkpoints import checkpoint_reader
+from effnet.devices import device
+from effnet.evaluation import evaluation
 import preprocess
 
 
@@ -20,7 +20,7 @@ def main(argv):
         raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
     try:
         evaluation.main_from_flags()
-    except (preprocess.DatasetError, checkpoint_utils.CheckpointError, device.DeviceError) as error:
+    except (preprocess.DatasetError, checkpoint_reader.CheckpointError, device.DeviceError) as error:
         sys.exit("error: %s" % error)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

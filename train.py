@@ -6,7 +6,7 @@ Resumes from the newest intact checkpoint in TMP_MODEL_PATH when there is one; o
 from the pretrained weights in TMP_WEIGHTS_PATH (model variables only, head skipped when its class
 count differs) or from scratch, never in a folder that holds checkpoint files. Checkpoints keep the
 official variable names and EMA shadows; how they are kept safe (lock, checks, retention, SIGTERM)
-is in checkpointing.py.
+is in checkpoint_writer.py.
 """
 import math
 import os
@@ -16,15 +16,15 @@ import time
 import tensorflow.compat.v1 as tf
 from absl import app, flags, logging
 
-import checkpoint_utils
-import checkpointing
-import common_flags  # noqa: F401  (defines the shared flags)
-import device
+from effnet.checkpoints import checkpoint_reader
+from effnet.checkpoints import checkpoint_writer
+from effnet import common_flags  # noqa: F401  (defines the shared flags)
+from effnet.devices import device
 import efficientnet_builder
-import evaluation
+from effnet.evaluation import evaluation
 import preprocess
-import run_config
-import training_policy
+from effnet.checkpoints import run_config
+from effnet.training import training_policy
 
 flags.DEFINE_boolean("is_training", True, "Train (True) or only evaluate TMP_MODEL_PATH on the validation split.")
 flags.DEFINE_float("epochs", 1.0, "Epochs to train; ignored when --max_steps > 0.")
@@ -132,11 +132,11 @@ def _pretrained_prefix(path):
     if not path:
         return None
     if os.path.isdir(path):
-        return checkpoint_utils.resolve_checkpoint(path) if checkpoint_utils.checkpoint_folder(path) else None
+        return checkpoint_reader.resolve_checkpoint(path) if checkpoint_reader.checkpoint_folder(path) else None
     if not os.path.exists(path + ".index") and not os.path.exists(path):
         raise TrainingError("TMP_WEIGHTS_PATH %s does not exist: pass a checkpoint prefix or folder, or '' to "
                             "train from scratch" % path)
-    return checkpoint_utils.resolve_checkpoint(path)
+    return checkpoint_reader.resolve_checkpoint(path)
 
 
 def _num_classes(info):
@@ -243,11 +243,11 @@ class TrainGraph(object):
             self.ema_sync = tf.group(*[tf.assign(ema.average(v), v) for v in averaged])
         self.train_op = train_op
         shadows = [ema.average(v) for v in averaged] if FLAGS.moving_average_decay > 0 else []
-        self.saver = checkpointing.CheckpointSaver(model_dir, FLAGS.keep_checkpoint_max, self.global_step,
+        self.saver = checkpoint_writer.CheckpointSaver(model_dir, FLAGS.keep_checkpoint_max, self.global_step,
                                                    self.model_variables + shadows)
         # best/ holds what evaluation reads (weights and shadows), not the optimizer state; the weights were
         # checked by the save just before.
-        self.best_saver = checkpointing.CheckpointSaver(
+        self.best_saver = checkpoint_writer.CheckpointSaver(
             os.path.join(model_dir, training_policy.BEST_DIR), 1, self.global_step, [],
             var_list=self.model_variables + shadows + [self.global_step])
         # Rank 0's state to every rank, after restore or initialization (None with one process).
@@ -262,9 +262,9 @@ def _resume_checkpoint(model_dir):
     """The newest intact checkpoint in model_dir (whatever its `checkpoint` state file says), or None
     for an empty folder; a folder whose checkpoint files are all damaged is an error, because
     training from scratch there would overwrite them."""
-    latest, damaged = checkpoint_utils.newest_intact_checkpoint(model_dir)
+    latest, damaged = checkpoint_reader.newest_intact_checkpoint(model_dir)
     if damaged:
-        logging.warning("skipping damaged checkpoint(s): %s", checkpoint_utils.damaged_text(damaged))
+        logging.warning("skipping damaged checkpoint(s): %s", checkpoint_reader.damaged_text(damaged))
     if latest is None and damaged:
         raise TrainingError("TMP_MODEL_PATH %s holds checkpoint files but no intact checkpoint: move them away "
                             "(or restore them from a copy), or pass an empty TMP_MODEL_PATH" % model_dir)
@@ -284,9 +284,9 @@ def _restore_or_initialize(sess, graph, latest, model_dir, weights_prefix):
         return "resuming from %s (step %d); pretrained weights ignored" % (latest, sess.run(graph.global_step))
     if weights_prefix is None:
         return "training from scratch (no pretrained weights in TMP_WEIGHTS_PATH)"
-    use_ema = checkpoint_utils.resolve_use_ema({"ema": True, "raw": False}.get(FLAGS.pretrained_weights, "auto"),
+    use_ema = checkpoint_reader.resolve_use_ema({"ema": True, "raw": False}.get(FLAGS.pretrained_weights, "auto"),
                                                weights_prefix)
-    skipped = checkpoint_utils.restore(sess, weights_prefix, graph.model_variables, use_ema,
+    skipped = checkpoint_reader.restore(sess, weights_prefix, graph.model_variables, use_ema,
                                        skip_mismatched_head=True)
     if skipped:
         # The official head initialization, uniform(+-1/sqrt(classes)), is sized for 1000 classes: with 2 it
@@ -381,7 +381,7 @@ class Validation(object):
         """Evaluates checkpoint `prefix` (of step `step`, restored from disk as test.py would); saves a new
         best into best/. Returns the seconds taken."""
         start = time.time()
-        result = self.evaluator.run(prefix, checkpoint_utils.resolve_use_ema("auto", prefix))
+        result = self.evaluator.run(prefix, checkpoint_reader.resolve_use_ema("auto", prefix))
         entry = {"step": int(step), "epoch": round(step / self.steps_per_epoch, 3), "loss": result["loss"],
                  "top1": result["top1"], "top5": result["top5"]}
         best = training_policy.best_entry(self.history)
@@ -423,7 +423,7 @@ def _train_loop(sess, graph, train_op, is_chief, progress, writer, model_dir, st
     the checkpoints it asks for and may stop the run early.
 
     A SIGTERM/SIGINT recorded by `stop` (its `signum`) ends the loop after the running step, with a
-    checkpoint, as checkpointing.Interrupted."""
+    checkpoint, as checkpoint_writer.Interrupted."""
     total_steps = progress.total_steps
     step = saved_step = progress.mark_step
     if step >= total_steps:
@@ -435,7 +435,7 @@ def _train_loop(sess, graph, train_op, is_chief, progress, writer, model_dir, st
         step = sess.run(graph.global_step)
         if not math.isfinite(loss):
             raise TrainingError("loss is %s at step %d: lower --learning_rate; %s (resuming starts there)"
-                                % (loss, step, checkpointing.last_good_text(model_dir)))
+                                % (loss, step, checkpoint_writer.last_good_text(model_dir)))
         progress.add(loss, accuracy)
         if step % log_every == 0 or step >= total_steps:
             logging.info(progress.line(step, learning_rate))
@@ -451,7 +451,7 @@ def _train_loop(sess, graph, train_op, is_chief, progress, writer, model_dir, st
                 break
     if stop.signum is not None:
         prefix = graph.saver.save(sess) if is_chief and step > saved_step else None
-        raise checkpointing.Interrupted(stop.signum, step, prefix)
+        raise checkpoint_writer.Interrupted(stop.signum, step, prefix)
     return step
 
 
@@ -475,14 +475,14 @@ def train():
     _checked_folder(FLAGS.TMP_LOG_PATH, "TMP_LOG_PATH")
     # From here on SIGTERM/SIGINT only request a stop: the loop saves first (a signal during graph building
     # is acted on when the loop starts; after the last step it only changes the exit code).
-    with checkpointing.StopSignals() as stop:
+    with checkpoint_writer.StopSignals() as stop:
         if not dev.is_chief:
             step = _train(dev, model_dir, start_time, stop)
         else:
-            with checkpointing.ModelFolderLock(model_dir):
+            with checkpoint_writer.ModelFolderLock(model_dir):
                 step = _train(dev, model_dir, start_time, stop)
         if stop.signum is not None:
-            raise checkpointing.Interrupted(stop.signum, step, None)
+            raise checkpoint_writer.Interrupted(stop.signum, step, None)
 
 
 def _validation(dev, model_dir, info, graph, settings, steps_per_epoch, total_steps, start_step):
@@ -518,7 +518,7 @@ def _train(dev, model_dir, start_time, stop):
     weights_prefix = _pretrained_prefix(FLAGS.TMP_WEIGHTS_PATH)
     recorded = run_config.read(model_dir)
     model_name = (FLAGS.model_name or recorded.get("model_name")
-                  or (weights_prefix and checkpoint_utils.checkpoint_model_name(weights_prefix)) or "efficientnet-b0")
+                  or (weights_prefix and checkpoint_reader.checkpoint_model_name(weights_prefix)) or "efficientnet-b0")
     info = preprocess.read_dataset_info(FLAGS.TMP_DATA_PATH)
     train_files = preprocess.find_record_files(FLAGS.TMP_DATA_PATH, "train")
     num_classes = _num_classes(info)
@@ -542,7 +542,7 @@ def _train(dev, model_dir, start_time, stop):
     with tf.Session(config=dev.session_config()) as sess:
         logging.info(_restore_or_initialize(sess, graph, latest, model_dir, weights_prefix))
         if dev.is_chief and latest:  # once restored: what a run killed before its retention left over goes
-            checkpointing.apply_retention(model_dir, FLAGS.keep_checkpoint_max, latest)
+            checkpoint_writer.apply_retention(model_dir, FLAGS.keep_checkpoint_max, latest)
         if graph.broadcast is not None:
             sess.run(graph.broadcast)
             logging.info("rank %d: every variable set to rank 0's (step %d)", dev.rank_id,
@@ -587,10 +587,10 @@ def main(argv):
             train()
         else:
             evaluation.main_from_flags()
-    except (TrainingError, preprocess.DatasetError, checkpoint_utils.CheckpointError, device.DeviceError,
-            checkpointing.CheckpointSaveError, checkpointing.LockError) as error:
+    except (TrainingError, preprocess.DatasetError, checkpoint_reader.CheckpointError, device.DeviceError,
+            checkpoint_writer.CheckpointSaveError, checkpoint_writer.LockError) as error:
         sys.exit("error: %s" % error)
-    except checkpointing.Interrupted as stopped:
+    except checkpoint_writer.Interrupted as stopped:
         print(stopped, file=sys.stderr)
         sys.exit(stopped.exit_code)
     except KeyboardInterrupt:

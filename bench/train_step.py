@@ -3,7 +3,7 @@
 Synthetic images live in GPU/CPU memory as a variable, so the figure measures the model alone.
     python bench/train_step.py --model_name=efficientnet-b0 --batch_size=16 --image_size=224
     python bench/train_step.py --device=gpu --gpu_amp --xla --batch_size=256
-Device, mixed precision and XLA go through device.py, as in train.py.
+Device, mixed precision and XLA go through effnet/devices/device.py, as in train.py.
 """
 import os
 import sys
@@ -14,7 +14,7 @@ import tensorflow.compat.v1 as tf
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import device  # noqa: E402
+from effnet.devices import device  # noqa: E402
 import efficientnet_builder  # noqa: E402
 
 flags.DEFINE_string("model_name", "efficientnet-b0", "Model to benchmark.")

@@ -40,12 +40,12 @@ def run_python(args, extra_env=None, timeout=600, **kwargs):
 
 
 def device_flags(**overrides):
-    """device.py's flags at their defaults, with overrides, as the object device.Device and resolve() read."""
+    """effnet/devices/device.py's flags at their defaults, with overrides, as the object device.Device and resolve() read."""
     import types
 
     from absl import flags
 
-    import device
+    from effnet.devices import device
 
     values = {flag.name: flag.default for flag in flags.FLAGS.get_flags_for_module(device)}
     unknown = set(overrides) - set(values)
@@ -77,9 +77,9 @@ def listed_checkpoint_steps(model_dir):
 
 def saved_checkpoint_steps(folder):
     """Steps of the model.ckpt-<step> checkpoints on disk in folder (damaged ones included), sorted."""
-    import checkpoint_utils
+    from effnet.checkpoints import checkpoint_reader
 
-    return sorted(checkpoint_utils.checkpoint_step(p) for p in checkpoint_utils.checkpoint_prefixes(str(folder))
+    return sorted(checkpoint_reader.checkpoint_step(p) for p in checkpoint_reader.checkpoint_prefixes(str(folder))
                   if os.path.basename(p).startswith("model.ckpt-"))
 
 
@@ -106,7 +106,7 @@ def b0_outputs_here(official_b0):
     'endpoint_shapes' ({endpoint: shape})."""
     import tensorflow.compat.v1 as tf
 
-    import checkpoint_utils
+    from effnet.checkpoints import checkpoint_reader
     import efficientnet_builder
 
     outputs = {}
@@ -121,6 +121,6 @@ def b0_outputs_here(official_b0):
         outputs["logits_name"] = logits.op.name
         with tf.Session() as sess:
             for kind, use_ema in (("raw", False), ("ema", True)):
-                checkpoint_utils.restore(sess, official_b0["prefix"], tf.global_variables(), use_ema)
+                checkpoint_reader.restore(sess, official_b0["prefix"], tf.global_variables(), use_ema)
                 outputs["logits_" + kind], outputs["features_" + kind] = sess.run([logits, endpoints["features"]])
     return outputs

@@ -1,4 +1,4 @@
-"""autoaugment.py: every op keeps shape/dtype and changes the image; geometry and PIL parity."""
+"""effnet/data/autoaugment.py: every op keeps shape/dtype and changes the image; geometry and PIL parity."""
 
 import numpy as np
 from PIL import Image
@@ -6,7 +6,7 @@ from PIL import ImageOps
 import pytest
 import tensorflow.compat.v1 as tf
 
-import autoaugment
+from effnet.data import autoaugment
 
 
 @pytest.fixture(autouse=True)

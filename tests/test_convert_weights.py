@@ -21,12 +21,12 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from conftest import DEMO_DATA, FIXTURE_DIR, REPO_ROOT, relative_error, run_python
-import checkpoint_utils
+from effnet.checkpoints import checkpoint_reader
 import convert_weights
 import freeze_graph
 import predict
 import pretrained_weights
-import weight_readers
+from effnet.weights import weight_readers
 
 PHOTOS = os.path.join(FIXTURE_DIR, "photos")
 MAX_RELATIVE_ERROR = 1e-4
@@ -77,7 +77,7 @@ def logits_of():
                 models[model_name] = (tf.Session(graph=graph), inputs, outputs, tf.global_variables())
         sess, inputs, outputs, variables = models[model_name]
         with sess.graph.as_default():
-            checkpoint_utils.restore(sess, prefix, variables, use_ema=False)
+            checkpoint_reader.restore(sess, prefix, variables, use_ema=False)
         return sess.run(outputs, {inputs: images})
 
     yield logits
@@ -96,7 +96,7 @@ def _convert(sources, name, tmp_path, **kwargs):
 def test_converted_weights_give_the_source_logits(sources, logits_of, name, tmp_path):
     prefix, model_name, count = _convert(sources, name, tmp_path)
     assert count == VARIABLES[model_name]
-    assert not checkpoint_utils.has_ema(prefix), "raw weights only: train.py's auto must not look for shadows"
+    assert not checkpoint_reader.has_ema(prefix), "raw weights only: train.py's auto must not look for shadows"
     recorded = json.load(open(os.path.join(os.path.dirname(prefix), "run_config.json")))
     assert (recorded["model_name"], recorded["num_classes"], recorded["image_size"]) == (model_name, 1000, 224)
     reference = sources[1][name]

@@ -1,4 +1,4 @@
-"""device.py on cpu/gpu and, through the npu_bridge test double (tests/npu_double), on the NPU path."""
+"""effnet/devices/device.py on cpu/gpu and, through the npu_bridge test double (tests/npu_double), on the NPU path."""
 import importlib
 import json
 import logging
@@ -11,7 +11,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from conftest import device_flags
-import device
+from effnet.devices import device
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NPU_DOUBLE_DIR = os.path.join(REPO_ROOT, "tests", "npu_double")
@@ -295,7 +295,7 @@ def test_round_to_loop_logs_when_it_rounds(npu, caplog):
 
 
 def test_subprocess_gets_the_double_through_pythonpath():
-    script = ("import sys; from absl import flags; import device; flags.FLAGS(sys.argv); "
+    script = ("import sys; from absl import flags; from effnet.devices import device; flags.FLAGS(sys.argv); "
               "d = device.resolve(); print(d.name, d.precision, d.iterations_per_loop)")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([NPU_DOUBLE_DIR, REPO_ROOT]))
     env.pop("RANK_SIZE", None)

@@ -24,8 +24,8 @@ import tensorflow.compat.v1 as tf
 
 from conftest import DEMO_DATA, REPO_ROOT, listed_checkpoint_steps, python_env, saved_checkpoint_steps
 
-import checkpoint_utils
-import checkpointing
+from effnet.checkpoints import checkpoint_reader
+from effnet.checkpoints import checkpoint_writer
 
 TOTAL_STEPS = 14
 KEEP = 2
@@ -48,8 +48,8 @@ def _held_step(prefix):
 def _newest_intact_step(model_dir):
     """The step of the newest intact checkpoint, or None; a save cut short by SIGKILL can leave a damaged
     newer one, which retention leaves until training writes that step again."""
-    prefix, _ = checkpoint_utils.newest_intact_checkpoint(model_dir)
-    return prefix and checkpoint_utils.checkpoint_step(prefix)
+    prefix, _ = checkpoint_reader.newest_intact_checkpoint(model_dir)
+    return prefix and checkpoint_reader.checkpoint_step(prefix)
 
 
 def _counted(steps, newest_intact):
@@ -97,20 +97,20 @@ def _chain(seed, root):
         runs.append({"signal": signum, "before": before, "after": saved_checkpoint_steps(model_dir), "code": code,
                      "log": log, "intact_before": intact_before, "intact_after": _newest_intact_step(model_dir),
                      "saved": saved and (int(saved.group(1)), _held_step(saved.group(2)),
-                                         checkpoint_utils.checkpoint_step(saved.group(2)))})
+                                         checkpoint_reader.checkpoint_step(saved.group(2)))})
     moved, copy = model_dir + "_moved", model_dir + "_copy"
     shutil.copytree(model_dir, copy)
     os.rename(model_dir, moved)  # a state file with absolute paths would now point nowhere
     moved_files = {name: os.path.getmtime(os.path.join(moved, name)) for name in os.listdir(moved)}
     intact = [step for step in saved_checkpoint_steps(copy)
-              if checkpoint_utils.checkpoint_problem(os.path.join(copy, "model.ckpt-%d" % step)) is None]
+              if checkpoint_reader.checkpoint_problem(os.path.join(copy, "model.ckpt-%d" % step)) is None]
     damaged = intact[-1] if len(intact) > 1 else None
     if damaged is not None:
         os.remove(os.path.join(copy, "model.ckpt-%d.index" % damaged))
     before, intact_before = saved_checkpoint_steps(copy), _newest_intact_step(copy)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    with open(os.path.join(copy, checkpointing.LOCK_FILE), "w") as lock:
+    with open(os.path.join(copy, checkpoint_writer.LOCK_FILE), "w") as lock:
         lock.write('{"pid": %d, "host": "%s"}' % (dead.pid, socket.gethostname()))
     code, log = _run(copy, os.path.join(root, "run_%d_final.log" % seed))
     runs.append({"signal": None, "before": before, "after": saved_checkpoint_steps(copy), "code": code, "log": log,
@@ -174,7 +174,7 @@ def test_copied_folder_resumes_from_its_own_newest_intact_checkpoint(chains, see
         resumed = final["resumed"]
         assert "resuming from %s/model.ckpt-%d (step %d)" % (copy, resumed, resumed) in final["log"]
     assert _held_step(os.path.join(copy, "model.ckpt-%d" % TOTAL_STEPS)) == TOTAL_STEPS
-    assert not os.path.exists(os.path.join(copy, checkpointing.LOCK_FILE)), "the stale lock was taken over"
+    assert not os.path.exists(os.path.join(copy, checkpoint_writer.LOCK_FILE)), "the stale lock was taken over"
     moved = final["moved"]
     assert {name: os.path.getmtime(os.path.join(moved, name)) for name in os.listdir(moved)} == final["moved_files"]
     assert open(os.path.join(copy, "labels.txt")).read() == open(os.path.join(DEMO_DATA, "labels.txt")).read()
@@ -196,6 +196,6 @@ def test_a_new_run_trims_what_a_kill_before_retention_left(tmp_path):
     assert "skipping damaged checkpoint(s): model.ckpt-8 (model.ckpt-8.index is missing)" in log
     assert "resuming from %s/model.ckpt-6 (step 6)" % model_dir in log
     assert saved_checkpoint_steps(model_dir) == [4, 6, 8]
-    assert checkpoint_utils.checkpoint_problem(os.path.join(model_dir, "model.ckpt-6")) is None
+    assert checkpoint_reader.checkpoint_problem(os.path.join(model_dir, "model.ckpt-6")) is None
     assert open(cut_short, "rb").read() == cut_short_bytes
     assert listed_checkpoint_steps(model_dir) == [4, 6]

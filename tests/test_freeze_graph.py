@@ -1,4 +1,4 @@
-"""freeze_graph.py and checkpoint_utils.py against the official B0 checkpoint and its golden outputs."""
+"""freeze_graph.py and checkpoint_reader.py against the official B0 checkpoint and its golden outputs."""
 import os
 import subprocess
 import sys
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import checkpoint_utils
+from effnet.checkpoints import checkpoint_reader
 import freeze_graph
-from checkpoint_utils import CheckpointError
+from effnet.checkpoints.checkpoint_reader import CheckpointError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,50 +63,50 @@ def save_fake_checkpoint(folder, names_shapes, step=1):
 
 def test_resolve_checkpoint_folder_prefix_and_file(golden):
     prefix = golden["prefix"]
-    assert checkpoint_utils.resolve_checkpoint(os.path.dirname(prefix)) == prefix
-    assert checkpoint_utils.resolve_checkpoint(prefix) == prefix
-    assert checkpoint_utils.resolve_checkpoint(prefix + ".index") == prefix
-    assert checkpoint_utils.resolve_checkpoint(prefix + ".data-00000-of-00001") == prefix
+    assert checkpoint_reader.resolve_checkpoint(os.path.dirname(prefix)) == prefix
+    assert checkpoint_reader.resolve_checkpoint(prefix) == prefix
+    assert checkpoint_reader.resolve_checkpoint(prefix + ".index") == prefix
+    assert checkpoint_reader.resolve_checkpoint(prefix + ".data-00000-of-00001") == prefix
 
 
 def test_resolve_checkpoint_without_index_file_takes_highest_step(tmp_path):
     save_fake_checkpoint(tmp_path, [("a", [1])], step=20)
     save_fake_checkpoint(tmp_path, [("a", [1])], step=100)
     os.remove(os.path.join(str(tmp_path), "checkpoint"))
-    assert checkpoint_utils.resolve_checkpoint(str(tmp_path)).endswith("model.ckpt-100")
+    assert checkpoint_reader.resolve_checkpoint(str(tmp_path)).endswith("model.ckpt-100")
 
 
 def test_resolve_checkpoint_in_the_one_sub_folder_of_an_unpacked_archive(tmp_path):
     for name in ("efficientnet-b0", "efficientnet-b1", "notes"):
         (tmp_path / name).mkdir()
     prefix = save_fake_checkpoint(tmp_path / "efficientnet-b0", [("a", [1])], step=7)
-    assert checkpoint_utils.checkpoint_folder(str(tmp_path)) == str(tmp_path / "efficientnet-b0")
-    assert checkpoint_utils.resolve_checkpoint(str(tmp_path)) == prefix
+    assert checkpoint_reader.checkpoint_folder(str(tmp_path)) == str(tmp_path / "efficientnet-b0")
+    assert checkpoint_reader.resolve_checkpoint(str(tmp_path)) == prefix
     save_fake_checkpoint(tmp_path / "efficientnet-b1", [("a", [1])], step=7)
     with pytest.raises(CheckpointError, match="several checkpoint folders"):
-        checkpoint_utils.resolve_checkpoint(str(tmp_path))
-    assert checkpoint_utils.checkpoint_folder(str(tmp_path / "notes")) is None
+        checkpoint_reader.resolve_checkpoint(str(tmp_path))
+    assert checkpoint_reader.checkpoint_folder(str(tmp_path / "notes")) is None
 
 
 def test_resolve_checkpoint_errors_name_the_path(tmp_path):
     missing = os.path.join(str(tmp_path), "nowhere", "model.ckpt-5")
     with pytest.raises(CheckpointError, match="checkpoint not found: .*nowhere.*model.ckpt-5.index"):
-        checkpoint_utils.resolve_checkpoint(missing)
+        checkpoint_reader.resolve_checkpoint(missing)
     with pytest.raises(CheckpointError, match="no checkpoint in folder .*%s" % tmp_path.name):
-        checkpoint_utils.resolve_checkpoint(str(tmp_path))
+        checkpoint_reader.resolve_checkpoint(str(tmp_path))
     with pytest.raises(CheckpointError, match="no checkpoint given"):
-        checkpoint_utils.resolve_checkpoint("")
+        checkpoint_reader.resolve_checkpoint("")
 
 
 def test_checkpoint_facts(golden):
     prefix = golden["prefix"]
-    assert checkpoint_utils.has_ema(prefix)
-    assert checkpoint_utils.checkpoint_model_name(prefix) == "efficientnet-b0"
-    assert checkpoint_utils.checkpoint_num_classes(prefix) == golden["num_classes"] == 1000
-    assert checkpoint_utils.resolve_use_ema("auto", prefix) is True
-    assert checkpoint_utils.resolve_use_ema("false", prefix) is False
+    assert checkpoint_reader.has_ema(prefix)
+    assert checkpoint_reader.checkpoint_model_name(prefix) == "efficientnet-b0"
+    assert checkpoint_reader.checkpoint_num_classes(prefix) == golden["num_classes"] == 1000
+    assert checkpoint_reader.resolve_use_ema("auto", prefix) is True
+    assert checkpoint_reader.resolve_use_ema("false", prefix) is False
     with pytest.raises(CheckpointError, match="auto|true|false"):
-        checkpoint_utils.resolve_use_ema("maybe", prefix)
+        checkpoint_reader.resolve_use_ema("maybe", prefix)
 
 
 @pytest.mark.parametrize("use_ema", [True, False])
@@ -114,13 +114,13 @@ def test_restore_map_ema_and_raw(golden, use_ema):
     prefix = golden["prefix"]
     with tf.Graph().as_default():
         variables = model_variables(golden)
-        var_list, skipped = checkpoint_utils.model_variables_restore_map(prefix, variables, use_ema)
+        var_list, skipped = checkpoint_reader.model_variables_restore_map(prefix, variables, use_ema)
         assert skipped == [] and len(var_list) == len(golden["model_variables"]) == 311
-        suffix = checkpoint_utils.EMA_SUFFIX if use_ema else ""
+        suffix = checkpoint_reader.EMA_SUFFIX if use_ema else ""
         assert sorted(var_list) == sorted(name + suffix for name, _ in golden["model_variables"])
         assert all(var_list[v.op.name + suffix] is v for v in variables)
         with tf.Session() as sess:
-            checkpoint_utils.restore(sess, prefix, variables, use_ema)
+            checkpoint_reader.restore(sess, prefix, variables, use_ema)
             name = "efficientnet-b0/head/dense/bias"
             restored = sess.run(tf.get_default_graph().get_tensor_by_name(name + ":0"))
     np.testing.assert_array_equal(restored, tf.train.load_variable(prefix, name + suffix))
@@ -130,22 +130,22 @@ def test_restore_map_ema_and_raw(golden, use_ema):
 def test_restore_map_other_model_names_that_model(tmp_path):
     prefix = save_fake_checkpoint(tmp_path, [("efficientnet-b1/stem/conv2d/kernel", [3, 3, 3, 32]),
                                              ("efficientnet-b1/head/dense/bias", [1000])])
-    assert checkpoint_utils.checkpoint_model_name(prefix) == "efficientnet-b1"
+    assert checkpoint_reader.checkpoint_model_name(prefix) == "efficientnet-b1"
     with tf.Graph().as_default():
         variables = [tf.Variable(tf.zeros([3, 3, 3, 32]), name="efficientnet-b0/stem/conv2d/kernel")]
         with pytest.raises(CheckpointError, match="seems to hold efficientnet-b1.*efficientnet-b0.*"
                                                   "--model_name=efficientnet-b1"):
-            checkpoint_utils.model_variables_restore_map(prefix, variables, use_ema=False)
+            checkpoint_reader.model_variables_restore_map(prefix, variables, use_ema=False)
 
 
 def test_restore_map_without_ema_shadows_says_use_raw(tmp_path):
     prefix = save_fake_checkpoint(tmp_path, [("efficientnet-b0/stem/conv2d/kernel", [3, 3, 3, 32])])
-    assert not checkpoint_utils.has_ema(prefix)
+    assert not checkpoint_reader.has_ema(prefix)
     with tf.Graph().as_default():
         variables = [tf.Variable(tf.zeros([3, 3, 3, 32]), name="efficientnet-b0/stem/conv2d/kernel")]
         with pytest.raises(CheckpointError, match="no ExponentialMovingAverage.*--use_ema=false"):
-            checkpoint_utils.model_variables_restore_map(prefix, variables, use_ema=True)
-        var_list, _ = checkpoint_utils.model_variables_restore_map(prefix, variables, use_ema=False)
+            checkpoint_reader.model_variables_restore_map(prefix, variables, use_ema=True)
+        var_list, _ = checkpoint_reader.model_variables_restore_map(prefix, variables, use_ema=False)
         assert list(var_list) == ["efficientnet-b0/stem/conv2d/kernel"]
 
 
@@ -153,7 +153,7 @@ def test_restore_map_missing_keys_listed_with_count(golden, tmp_path):
     prefix = save_fake_checkpoint(tmp_path, [("efficientnet-b0/stem/conv2d/kernel", [3, 3, 3, 32])])
     with tf.Graph().as_default():
         with pytest.raises(CheckpointError, match=r"lacks 310 keys.*\(300 more\)"):
-            checkpoint_utils.model_variables_restore_map(prefix, model_variables(golden), use_ema=False)
+            checkpoint_reader.model_variables_restore_map(prefix, model_variables(golden), use_ema=False)
 
 
 def test_restore_map_head_mismatch_error_or_skip(golden):
@@ -162,8 +162,8 @@ def test_restore_map_head_mismatch_error_or_skip(golden):
         variables = model_variables(golden, head)
         with pytest.raises(CheckpointError, match=r"2 shape mismatches: .*head/dense/kernel.*"
                                                   r"checkpoint \[1280, 1000\], model \[1280, 10\]"):
-            checkpoint_utils.model_variables_restore_map(golden["prefix"], variables, use_ema=True)
-        var_list, skipped = checkpoint_utils.model_variables_restore_map(
+            checkpoint_reader.model_variables_restore_map(golden["prefix"], variables, use_ema=True)
+        var_list, skipped = checkpoint_reader.model_variables_restore_map(
             golden["prefix"], variables, use_ema=True, skip_mismatched_head=True)
     assert sorted(skipped) == sorted(head)
     assert len(var_list) == 309
@@ -196,7 +196,7 @@ def test_frozen_graph_uint8_input(golden, tmp_path):
         _, reference_logits, _ = freeze_graph.build_inference_graph("efficientnet-b0", 1000, 224,
                                                                     batch_size=4)
         with tf.Session() as sess:
-            checkpoint_utils.restore(sess, golden["prefix"], tf.global_variables(), use_ema=True)
+            checkpoint_reader.restore(sess, golden["prefix"], tf.global_variables(), use_ema=True)
             reference = sess.run(reference_logits, {"input:0": pixels.astype(np.float32)})
     assert_close(logits_u8, reference)
 
@@ -236,13 +236,13 @@ def test_cli_raw_weights_without_normalization_prints_atc_and_aipp(golden, b0_ou
 
 def test_infer_model_from_checkpoint_and_mismatched_model_name(golden):
     prefix = golden["prefix"]
-    assert checkpoint_utils.infer_model(prefix) == ("efficientnet-b0", 1000, 224)
-    assert checkpoint_utils.infer_model(prefix, num_classes=10, image_size=128) == ("efficientnet-b0", 10, 128)
+    assert checkpoint_reader.infer_model(prefix) == ("efficientnet-b0", 1000, 224)
+    assert checkpoint_reader.infer_model(prefix, num_classes=10, image_size=128) == ("efficientnet-b0", 10, 128)
     with pytest.raises(CheckpointError,
                        match="seems to hold efficientnet-b0, not --model_name=efficientnet-b2"):
-        checkpoint_utils.infer_model(prefix, "efficientnet-b2")
+        checkpoint_reader.infer_model(prefix, "efficientnet-b2")
     with pytest.raises(ValueError, match="unknown model_name 'efficientnet-b9'"):
-        checkpoint_utils.infer_model(prefix, "efficientnet-b9")
+        checkpoint_reader.infer_model(prefix, "efficientnet-b9")
 
 
 def test_cli_bad_checkpoint_is_one_line_error(tmp_path):

@@ -35,7 +35,7 @@ import json, os, runpy, sys
 import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.python.client import session
-import run_config
+from effnet.checkpoints import run_config
 
 out_dir, rank = sys.argv[1], os.environ.get("HOROVOD_RANK", "0")
 with open(os.path.join(out_dir, "pid_rank%s" % rank), "w") as handle:

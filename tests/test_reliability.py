@@ -20,14 +20,14 @@ import tensorflow.compat.v1 as tf
 
 from conftest import DEMO_DATA, device_flags, run_python, saved_checkpoint_steps
 
-import checkpoint_utils
-import checkpointing
-import device
-import evaluation
+from effnet.checkpoints import checkpoint_reader
+from effnet.checkpoints import checkpoint_writer
+from effnet.devices import device
+from effnet.evaluation import evaluation
 import freeze_graph
 import make_tfrecords
 import preprocess
-import run_config
+from effnet.checkpoints import run_config
 import train
 
 
@@ -44,7 +44,7 @@ class TinyModel(object):
             self.set_weight = tf.assign(self.weight, tf.fill([64, 64], self.value))
             self.step_to = tf.placeholder(tf.int64, [])
             self.set_step = tf.assign(self.global_step, self.step_to)
-            self.saver = checkpointing.CheckpointSaver(str(model_dir), keep_checkpoint_max, self.global_step,
+            self.saver = checkpoint_writer.CheckpointSaver(str(model_dir), keep_checkpoint_max, self.global_step,
                                                        [self.weight, self.bias])
             self.sess = tf.Session(graph=self.graph)
             self.sess.run(tf.global_variables_initializer())
@@ -79,12 +79,12 @@ def test_resolve_skips_a_damaged_newest_checkpoint(two_checkpoints, damage, capl
     else:
         open(newest + ".index", "w").close()
     (two_checkpoints / "checkpoint").write_text("")  # a zero-byte state file is ignored too
-    assert checkpoint_utils.resolve_checkpoint(str(two_checkpoints)) == str(two_checkpoints / "model.ckpt-10")
+    assert checkpoint_reader.resolve_checkpoint(str(two_checkpoints)) == str(two_checkpoints / "model.ckpt-10")
     if damage != "remove_all":
         assert "model.ckpt-20" in caplog.text and "skipping damaged" in caplog.text
-        with pytest.raises(checkpoint_utils.CheckpointError,
+        with pytest.raises(checkpoint_reader.CheckpointError,
                            match=r"model.ckpt-20 is damaged.*newest intact checkpoint beside it is .*model.ckpt-10"):
-            checkpoint_utils.resolve_checkpoint(newest)
+            checkpoint_reader.resolve_checkpoint(newest)
 
 
 def test_copied_and_moved_folders_use_their_own_checkpoints(two_checkpoints, tmp_path):
@@ -95,20 +95,20 @@ def test_copied_and_moved_folders_use_their_own_checkpoints(two_checkpoints, tmp
     copy = tmp_path / "copy"
     shutil.copytree(str(two_checkpoints), str(copy))
     os.remove(str(copy / "model.ckpt-20.index"))
-    assert checkpoint_utils.resolve_checkpoint(str(copy)) == str(copy / "model.ckpt-10")
+    assert checkpoint_reader.resolve_checkpoint(str(copy)) == str(copy / "model.ckpt-10")
     moved = tmp_path / "moved"
     os.rename(str(two_checkpoints), str(moved))
-    assert checkpoint_utils.resolve_checkpoint(str(moved)) == str(moved / "model.ckpt-20")
+    assert checkpoint_reader.resolve_checkpoint(str(moved)) == str(moved / "model.ckpt-20")
     # freeze_graph writes its .pb beside the checkpoint it resolved, i.e. into the folder given.
-    assert os.path.dirname(checkpoint_utils.resolve_checkpoint(str(copy))) == str(copy)
+    assert os.path.dirname(checkpoint_reader.resolve_checkpoint(str(copy))) == str(copy)
 
 
 def test_folder_with_only_damaged_checkpoints_names_them(two_checkpoints):
     for name in ("model.ckpt-10.index", "model.ckpt-20.index"):
         os.remove(str(two_checkpoints / name))
-    with pytest.raises(checkpoint_utils.CheckpointError,
+    with pytest.raises(checkpoint_reader.CheckpointError,
                        match=r"no intact checkpoint.*model.ckpt-20 \(model.ckpt-20.index is missing\)"):
-        checkpoint_utils.resolve_checkpoint(str(two_checkpoints))
+        checkpoint_reader.resolve_checkpoint(str(two_checkpoints))
 
 
 def test_checksum_damage_found_at_restore_is_one_error(two_checkpoints):
@@ -117,13 +117,13 @@ def test_checksum_damage_found_at_restore_is_one_error(two_checkpoints):
     content[100:110] = b"xxxxxxxxxx"  # same size, so only the checksums can tell
     open(data, "wb").write(bytes(content))
     model = TinyModel(two_checkpoints)
-    with pytest.raises(checkpoint_utils.CheckpointError,
+    with pytest.raises(checkpoint_reader.CheckpointError,
                        match=r"model.ckpt-20 is damaged \(Checksum does not match.*\); move it away .*model.ckpt-10"):
         model.saver.restore(model.sess, str(two_checkpoints / "model.ckpt-20"))
 
 
 def test_official_checkpoint_counts_as_intact(fixture_dir):
-    assert checkpoint_utils.checkpoint_problem(os.path.join(fixture_dir, "ckpt", "model.ckpt-3")) is None
+    assert checkpoint_reader.checkpoint_problem(os.path.join(fixture_dir, "ckpt", "model.ckpt-3")) is None
 
 
 # Defects 9, 11: the checked saver.
@@ -131,7 +131,7 @@ def test_saver_never_writes_diverged_weights(tmp_path):
     model = TinyModel(tmp_path / "model")
     good = model.save_at(3)
     for weight, reason in ((np.nan, "holds inf or nan"), (5e11, r"reached \|w\| = 5e\+11")):
-        with pytest.raises(checkpointing.CheckpointSaveError,
+        with pytest.raises(checkpoint_writer.CheckpointSaveError,
                            match=r"step 4 not saved: weight weight %s.*last good checkpoint is %s"
                                  % (reason, good)):
             model.save_at(4, weight)
@@ -143,13 +143,13 @@ def test_saver_judges_a_batch_norm_variance_by_its_square_root(tmp_path):
     run from scratch) is saved; 1e13 (activations of 3e6) is divergence."""
     with tf.Graph().as_default():
         variance = tf.Variable(np.full([8], 9e6, np.float32), name="bn/moving_variance")
-        saver = checkpointing.CheckpointSaver(str(tmp_path / "model"), 3, tf.train.get_or_create_global_step(),
+        saver = checkpoint_writer.CheckpointSaver(str(tmp_path / "model"), 3, tf.train.get_or_create_global_step(),
                                               [variance])
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             assert saver.save(sess) == str(tmp_path / "model" / "model.ckpt-0")
             sess.run(tf.assign(variance, tf.fill([8], 1e13)))
-            with pytest.raises(checkpointing.CheckpointSaveError,
+            with pytest.raises(checkpoint_writer.CheckpointSaveError,
                                match=r"weight bn/moving_variance reached sqrt\|w\| = 3.16e\+06"):
                 saver.save(sess)
 
@@ -179,7 +179,7 @@ def test_saver_turns_a_failed_write_into_one_error(tmp_path):
     limits = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, limits[1]))  # the 16 KB weight does not fit: like a full disk
     try:
-        with pytest.raises(checkpointing.CheckpointSaveError,
+        with pytest.raises(checkpoint_writer.CheckpointSaveError,
                            match=r"cannot write checkpoint step 2 .*last good checkpoint is %s" % good):
             model.save_at(2)
     finally:
@@ -219,7 +219,7 @@ def _loop(model, tmp_path, stop_at=None, nan_from=None, total=10):
 
 def test_loop_saves_on_a_stop_request_under_the_step_it_holds(tmp_path):
     model = TinyModel(tmp_path / "model")
-    with pytest.raises(checkpointing.Interrupted) as stopped:
+    with pytest.raises(checkpoint_writer.Interrupted) as stopped:
         _loop(model, tmp_path, stop_at=3)
     assert (stopped.value.signum, stopped.value.step) == (signal.SIGTERM, 3)
     assert stopped.value.prefix == str(tmp_path / "model" / "model.ckpt-3")
@@ -237,33 +237,33 @@ def test_loop_names_the_last_good_checkpoint_on_a_non_finite_loss(tmp_path):
 
 # Defect 10: the lock.
 def test_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path):
-    lock_path = tmp_path / checkpointing.LOCK_FILE
+    lock_path = tmp_path / checkpoint_writer.LOCK_FILE
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         lock_path.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(), "since": "noon"}))
-        with pytest.raises(checkpointing.LockError, match=r"in use by another training run \(pid %d" % other.pid):
-            checkpointing.ModelFolderLock(str(tmp_path)).acquire()
+        with pytest.raises(checkpoint_writer.LockError, match=r"in use by another training run \(pid %d" % other.pid):
+            checkpoint_writer.ModelFolderLock(str(tmp_path)).acquire()
     finally:
         other.kill()
         other.wait()
-    with checkpointing.ModelFolderLock(str(tmp_path)):  # the holder is gone: taken over
+    with checkpoint_writer.ModelFolderLock(str(tmp_path)):  # the holder is gone: taken over
         assert json.loads(lock_path.read_text())["pid"] == os.getpid()
     assert not lock_path.exists()
     lock_path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": "noon"}))
-    with pytest.raises(checkpointing.LockError, match="on host elsewhere.*delete %s" % lock_path):
-        checkpointing.ModelFolderLock(str(tmp_path)).acquire()
+    with pytest.raises(checkpoint_writer.LockError, match="on host elsewhere.*delete %s" % lock_path):
+        checkpoint_writer.ModelFolderLock(str(tmp_path)).acquire()
 
 
 def test_stop_signals_record_the_first_and_stop_on_the_second():
-    with checkpointing.StopSignals() as stop:
+    with checkpoint_writer.StopSignals() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.signum == signal.SIGTERM
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGTERM)
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    text = str(checkpointing.Interrupted(signal.SIGINT, 7, "/m/model.ckpt-7"))
+    text = str(checkpoint_writer.Interrupted(signal.SIGINT, 7, "/m/model.ckpt-7"))
     assert text.startswith("interrupted by SIGINT: saved step 7 as /m/model.ckpt-7")
-    assert checkpointing.Interrupted(signal.SIGTERM, 7, None).exit_code == 143
+    assert checkpoint_writer.Interrupted(signal.SIGTERM, 7, None).exit_code == 143
 
 
 # Defects 3, 5, 12: every record's label is checked; damaged records are named.
@@ -401,7 +401,7 @@ def test_bad_flags_and_folders_are_one_line_each(tmp_path):
     (damaged / "model.ckpt-20.data-00000-of-00001").write_bytes(b"weights whose index was lost")
     locked = tmp_path / "locked"
     locked.mkdir()
-    (locked / checkpointing.LOCK_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    (locked / checkpoint_writer.LOCK_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
     common = ["train.py", "--TMP_DATA_PATH=%s" % DEMO_DATA, "--TMP_WEIGHTS_PATH=",
               "--TMP_LOG_PATH=%s" % (tmp_path / "log")]
     cases = [
@@ -421,4 +421,4 @@ def test_bad_flags_and_folders_are_one_line_each(tmp_path):
             assert fragment in errors[0], errors[0]
         assert "--data_path" not in result.stderr
     assert sorted(os.listdir(str(damaged))) == ["model.ckpt-20.data-00000-of-00001"], "never trained from scratch"
-    assert os.listdir(str(locked)) == [checkpointing.LOCK_FILE]
+    assert os.listdir(str(locked)) == [checkpoint_writer.LOCK_FILE]

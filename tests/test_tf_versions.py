@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import tf_compat
+from effnet import tf_compat
 import tf_roundtrip
 from conftest import REPO_ROOT, relative_error
 

@@ -1,6 +1,6 @@
 """training_policy: when to validate, the batch-norm momentum of a run, and the history behind best/ and
 early stopping (plain functions, no graph)."""
-import training_policy
+from effnet.training import training_policy
 
 
 def test_evaluation_interval():

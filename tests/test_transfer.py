@@ -14,10 +14,10 @@ import time
 import pytest
 
 from conftest import REPO_ROOT, device_flags, python_env, run_python
-import device
-import evaluation
+from effnet.devices import device
+from effnet.evaluation import evaluation
 import pretrained_weights
-import training_policy
+from effnet.training import training_policy
 import transfer_data
 
 # 25 training and 50 validation photos per class; 6 epochs at the default batch of 64 are 5 steps at the

@@ -8,14 +8,14 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from absl import flags, logging
 
-import checkpoint_utils
-import common_flags  # noqa: F401  (defines the shared flags)
-import device
+from effnet.checkpoints import checkpoint_reader
+from effnet import common_flags  # noqa: F401  (defines the shared flags)
+from effnet.devices import device
 import efficientnet_builder
 import preprocess
-import run_config
+from effnet.checkpoints import run_config
 
-flags.DEFINE_enum("use_ema", "auto", checkpoint_utils.USE_EMA_CHOICES,
+flags.DEFINE_enum("use_ema", "auto", checkpoint_reader.USE_EMA_CHOICES,
                   "Evaluate the EMA shadows of the weights; auto = when the checkpoint has them.")
 flags.DEFINE_string("report_dir", None, "Folder for per_class.csv, confusion.csv and misclassified.csv; default: "
                     "eval_<step> beside a checkpoint train.py wrote (a new eval_<step>.N when that exists); none "
@@ -57,12 +57,12 @@ class Evaluator(object):
         """{'top1', 'top5', 'loss', 'count', 'images_per_second', 'labels', 'predictions' (top-5 class
         indices per image, in record order)} for checkpoint `prefix`."""
         start = time.time()
-        var_list, _ = checkpoint_utils.model_variables_restore_map(prefix, self.model_variables, use_ema)
+        var_list, _ = checkpoint_reader.model_variables_restore_map(prefix, self.model_variables, use_ema)
         key = tuple(sorted((name, variable.op.name) for name, variable in var_list.items()))
         if key not in self._savers:  # one Saver per variable mapping, so repeated runs add no ops
             with self.graph.as_default():
                 self._savers[key] = tf.train.Saver(var_list=var_list)
-        checkpoint_utils.restore_or_explain(self._savers[key], self.sess, prefix)
+        checkpoint_reader.restore_or_explain(self._savers[key], self.sess, prefix)
         self.sess.run(self.iterator.initializer)
         all_labels, all_top5, all_losses = [], [], []
         with preprocess.pipeline_errors_explained(self.data_path, "validation", self.label_offset,
@@ -95,14 +95,14 @@ def evaluate(data_path, checkpoint, batch_size, use_ema="auto", model_name=None,
     Settings left unset come from the run that wrote the checkpoint, then the checkpoint itself.
     """
     preprocess.find_record_files(data_path, "validation")  # a bad data path is named as such, first
-    prefix = checkpoint_utils.resolve_checkpoint(checkpoint)
+    prefix = checkpoint_reader.resolve_checkpoint(checkpoint)
     info = preprocess.read_dataset_info(data_path)
-    model_name, num_classes, image_size = checkpoint_utils.infer_model(prefix, model_name, num_classes, image_size)
+    model_name, num_classes, image_size = checkpoint_reader.infer_model(prefix, model_name, num_classes, image_size)
     if info["num_classes"] and info["num_classes"] > num_classes:
-        raise checkpoint_utils.CheckpointError(
+        raise checkpoint_reader.CheckpointError(
             "the data has %d classes but the model only %d: evaluate with a checkpoint trained on this data"
             % (info["num_classes"], num_classes))
-    use_ema = checkpoint_utils.resolve_use_ema(use_ema, prefix)
+    use_ema = checkpoint_reader.resolve_use_ema(use_ema, prefix)
     dev = dev or device.resolve(training=False)
     logging.info("device: %s", dev.describe())
     logging.info("evaluating %s (%s, %d classes, image size %d, %s weights) on %s", prefix, model_name,
@@ -135,7 +135,7 @@ def _report_folder(report_dir, prefix):
         return report_dir
     if not run_config.read(prefix):
         return None
-    base = os.path.join(os.path.dirname(prefix), "eval_%s" % (checkpoint_utils.checkpoint_step(prefix) or "0"))
+    base = os.path.join(os.path.dirname(prefix), "eval_%s" % (checkpoint_reader.checkpoint_step(prefix) or "0"))
     folder, number = base, 1
     while os.path.exists(folder):
         folder, number = "%s.%d" % (base, number), number + 1

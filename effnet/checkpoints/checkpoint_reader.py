@@ -14,7 +14,7 @@ import tensorflow.compat.v1 as tf
 from absl import logging
 
 import efficientnet_builder
-import run_config
+from effnet.checkpoints import run_config
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
 HEAD_SCOPE = "/head/dense/"

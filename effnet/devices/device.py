@@ -15,7 +15,7 @@ import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
 
 import efficientnet_model
-import tf_compat
+from effnet import tf_compat
 
 DEVICES = ("auto", "npu", "gpu", "cpu")
 # CANN precision modes (tf_adapter npu_attrs.cc kPrecisionModeList); the last four need a recent CANN.

@@ -25,7 +25,7 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-import checkpoint_utils
+from effnet.checkpoints import checkpoint_reader
 
 CHECKPOINT_NAME = "model.ckpt"
 STATE_FILE = "checkpoint"
@@ -63,7 +63,7 @@ class Interrupted(Exception):
 
 def last_good_text(model_dir):
     """'the last good checkpoint is X (step N)' for messages, or a sentence saying there is none."""
-    prefix, _ = checkpoint_utils.newest_intact_checkpoint(model_dir)
+    prefix, _ = checkpoint_reader.newest_intact_checkpoint(model_dir)
     if prefix is None:
         return "there is no good checkpoint in %s" % model_dir
     return "the last good checkpoint is %s" % prefix
@@ -73,7 +73,7 @@ def _step_of(prefix):
     """The step of one of our own `model.ckpt-<step>` checkpoints, else None (other names are left alone)."""
     if not os.path.basename(prefix).startswith(CHECKPOINT_NAME + "-"):
         return None
-    return checkpoint_utils.checkpoint_step(prefix)
+    return checkpoint_reader.checkpoint_step(prefix)
 
 
 def _remove_checkpoint(prefix):
@@ -130,7 +130,7 @@ class CheckpointSaver(object):
                 for v in checked]) if checked else None
 
     def restore(self, sess, prefix):
-        checkpoint_utils.restore_or_explain(self.saver, sess, prefix)
+        checkpoint_reader.restore_or_explain(self.saver, sess, prefix)
 
     def unhealthy(self, sess):
         """A sentence naming the worst weight when the weights are not fit to save, else None."""
@@ -180,7 +180,7 @@ def apply_retention(model_dir, keep_checkpoint_max, newest):
     if newest_step is None:
         return
     # checkpoint_prefixes lists them newest first; `newest` itself is kept whatever shares its step.
-    older = [p for p in checkpoint_utils.checkpoint_prefixes(model_dir)
+    older = [p for p in checkpoint_reader.checkpoint_prefixes(model_dir)
              if os.path.basename(p) != os.path.basename(newest) and _step_of(p) is not None
              and _step_of(p) <= newest_step]
     kept = older[:keep_checkpoint_max - 1] if keep_checkpoint_max > 0 else older

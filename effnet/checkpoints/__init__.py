@@ -1,0 +1,1 @@
+"""Checkpoints: checkpoint_reader finds, checks and restores; checkpoint_writer saves safely during training."""

@@ -1,0 +1,1 @@
+"""Data-side library code: augmentation policies for the input pipeline."""

@@ -1,0 +1,1 @@
+"""Device specifics (NPU, GPU, CPU) behind one resolve()."""

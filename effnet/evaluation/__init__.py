@@ -1,0 +1,1 @@
+"""Evaluation shared by test.py and the validation during training."""

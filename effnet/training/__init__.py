@@ -1,0 +1,1 @@
+"""Training policy: pure functions of the run's settings."""

@@ -1,0 +1,1 @@
+"""Foreign weight files read as plain data (no code run)."""
