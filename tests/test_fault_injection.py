@@ -9,6 +9,7 @@ newest intact checkpoint. Four launches per seed.
 Every assertion holds wherever a signal lands (issue 18: CI must never fail by chance). The seeds
 are FAULT_INJECTION_SEEDS (space-separated, default "0 1"), to run the module with many of them."""
 import concurrent.futures
+import json
 import os
 import random
 import re
@@ -108,10 +109,12 @@ def _chain(seed, root):
     if damaged is not None:
         os.remove(os.path.join(copy, "model.ckpt-%d.index" % damaged))
     before, intact_before = saved_checkpoint_steps(copy), _newest_intact_step(copy)
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+    # A stale lock as a killed run leaves it: its start time tells a reused pid from the dead holder.
+    dead = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    started = checkpoint_writer._process_start_time(dead.pid)
+    dead.communicate()
     with open(os.path.join(copy, checkpoint_writer.LOCK_FILE), "w") as lock:
-        lock.write('{"pid": %d, "host": "%s"}' % (dead.pid, socket.gethostname()))
+        json.dump({"pid": dead.pid, "host": socket.gethostname(), "start_time": started}, lock)
     code, log = _run(copy, os.path.join(root, "run_%d_final.log" % seed))
     runs.append({"signal": None, "before": before, "after": saved_checkpoint_steps(copy), "code": code, "log": log,
                  "intact_before": intact_before, "intact_after": _newest_intact_step(copy), "damaged": damaged,
