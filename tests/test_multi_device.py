@@ -284,7 +284,7 @@ def test_a_missing_or_bad_rank_table_stops_before_any_process_starts(tmp_path, s
     args = ["bash", script] + (["--data_path=%s" % DEMO_DATA, "--output_path=%s" % output]
                                if script.startswith("test/") else [])
     result = subprocess.run(args, cwd=REPO_ROOT, env=_env(**env), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+                            stderr=subprocess.STDOUT, universal_newlines=True, timeout=600)
     assert result.returncode != 0
     line = _one_error_line(result.stdout)
     assert message in line and "make_rank_table.py" in line, line
@@ -338,7 +338,7 @@ def resumed(horovod, tmp_path_factory):
         wait_for_checkpoint(model_dir, process)
         for rank in (0, 1):
             os.kill(int(read(os.path.join(first, "pid_rank%d" % rank))), signal.SIGKILL)
-        process.wait(timeout=60)
+        process.wait(timeout=600)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -509,7 +509,7 @@ def test_cpu_ranks_without_horovod_are_one_clear_error(tmp_path, no_horovod):
     result = subprocess.run(["bash", "train_8p.sh", "--device=cpu"], cwd=REPO_ROOT,
                             env=_env(RANK_SIZE="2", PYTHONPATH=no_horovod, TMP_MODEL_PATH=str(tmp_path / "model"),
                                      TMP_LOG_PATH=str(tmp_path / "log")),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=600)
     assert result.returncode != 0
     line = _one_error_line(result.stdout)
     assert "Horovod" in line and INSTALL_HINT in line
@@ -518,7 +518,7 @@ def test_cpu_ranks_without_horovod_are_one_clear_error(tmp_path, no_horovod):
     result = subprocess.run([sys.executable, "train.py", "--device=cpu"] + SMALL + [
         "--TMP_MODEL_PATH=%s" % (tmp_path / "model")], cwd=REPO_ROOT,
         env=_env(PYTHONPATH=no_horovod, OMPI_COMM_WORLD_SIZE="2", OMPI_COMM_WORLD_RANK="0"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=600)
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "horovod.tensorflow does not import" in errors[0] and INSTALL_HINT in errors[0]

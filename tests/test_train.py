@@ -105,7 +105,7 @@ def test_training_resumes_after_sigkill(tmp_path):
         "--optimizer=adam", "--learning_rate=0.001"]
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, CUDA_VISIBLE_DEVICES="")
     process = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
+    deadline = time.time() + 600
     while not listed_checkpoint_steps(tmp_path / "model") and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
