@@ -144,8 +144,10 @@ def test_signals_at_random_points_lose_nothing(chains, seed):
         assert "Traceback" not in log, described
         if run["before"]:
             assert "training from scratch" not in run["log"] and "resuming from" in run["log"], described
-            # The newest intact checkpoint is never deleted (a newer one may replace it).
+            # The newest intact checkpoint is never deleted (a newer one may replace it), nor a damaged newer one
+            # before training writes its step again.
             assert run["intact_after"] is not None and run["intact_after"] >= run["intact_before"], described
+            assert max(run["after"]) >= max(run["before"]), described
         # Retention runs after each save and once a resumed run has restored: one checkpoint too many is
         # left only by a SIGKILL between a save and its retention.
         counted = _counted(run["after"], run["intact_after"])
