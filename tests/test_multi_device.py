@@ -315,9 +315,10 @@ def horovodrun(out_dir, args, log_path):
 def wait_for_checkpoint(model_dir, process, timeout=600):
     deadline = time.time() + timeout
     while time.time() < deadline:
+        ended = process.poll() is not None  # asked first: a run that ends after the listing wrote its checkpoint
         if listed_checkpoint_steps(model_dir):
             return
-        assert process.poll() is None, "the run ended before writing a checkpoint"
+        assert not ended, "the run ended before writing a checkpoint"
         time.sleep(0.05)
     raise AssertionError("no checkpoint in %s after %ds" % (model_dir, timeout))
 
