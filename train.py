@@ -24,7 +24,7 @@ import efficientnet_builder
 from effnet.evaluation import evaluation
 import preprocess
 from effnet.checkpoints import run_config
-from effnet.training import training_policy
+from effnet.training import train_step, training_policy
 
 flags.DEFINE_boolean("is_training", True, "Train (True) or only evaluate TMP_MODEL_PATH on the validation split.")
 flags.DEFINE_float("epochs", 1.0, "Epochs to train; ignored when --max_steps > 0.")
@@ -42,7 +42,7 @@ flags.DEFINE_enum("lr_schedule", "constant", ("constant", "exponential", "cosine
                   "constant: Ascend fine-tuning default; exponential: official recipe (x0.97 every 2.4 epochs); "
                   "cosine: to zero at the last step.")
 flags.DEFINE_float("warmup_epochs", 0.0, "Epochs of linear warm-up from 0 to --learning_rate.")
-flags.DEFINE_enum("optimizer", "momentum", ("momentum", "rmsprop", "adam", "sgd"),
+flags.DEFINE_enum("optimizer", "momentum", train_step.OPTIMIZERS,
                   "momentum: Nesterov, 0.9; rmsprop: official recipe (decay 0.9, momentum 0.9, eps 1e-3); "
                   "adam: as the transfer-learning tutorials; sgd: plain gradient descent.")
 flags.DEFINE_float("momentum", 0.9, "Momentum of the momentum and rmsprop optimizers.")
@@ -165,18 +165,14 @@ def _train_image_count(train_files, info):
     return count
 
 
-def _optimizer(learning_rate):
-    if FLAGS.optimizer == "momentum":
-        return tf.train.MomentumOptimizer(learning_rate, FLAGS.momentum, use_nesterov=True)
-    if FLAGS.optimizer == "rmsprop":
-        return tf.train.RMSPropOptimizer(learning_rate, decay=0.9, momentum=FLAGS.momentum, epsilon=1e-3)
-    if FLAGS.optimizer == "adam":
-        return tf.train.AdamOptimizer(learning_rate)
-    return tf.train.GradientDescentOptimizer(learning_rate)
+def step_settings():
+    """The training step's settings from the flags."""
+    return train_step.StepSettings(**{field: getattr(FLAGS, field) for field in train_step.StepSettings._fields})
 
 
-class TrainGraph(object):
-    """Everything the loop runs: input iterator, model, loss, train op, EMA and saver."""
+class TrainGraph(train_step.TrainStep):
+    """The training step on the training records, plus what the loop needs around it: the input iterator,
+    the savers and the rank broadcast."""
 
     def __init__(self, dev, model_dir, model_name, num_classes, image_size, steps_per_epoch, total_steps,
                  label_offset):
@@ -190,72 +186,18 @@ class TrainGraph(object):
             label_offset=label_offset, num_classes=num_classes)
         self.iterator = tf.data.make_initializable_iterator(dataset)
         images, labels = self.iterator.get_next()
-
-        override_params = {"num_classes": num_classes, "dropout_fn": dev.dropout_fn()}
-        if FLAGS.dropout_rate is not None:
-            override_params["dropout_rate"] = FLAGS.dropout_rate
-        if FLAGS.survival_prob is not None:
-            override_params["survival_prob"] = FLAGS.survival_prob
-        override_params["batch_norm_momentum"] = (
-            training_policy.batch_norm_momentum(total_steps) if FLAGS.batch_norm_momentum is None
-            else FLAGS.batch_norm_momentum)
-        logging.info("batch-norm momentum %.3g", override_params["batch_norm_momentum"])
-        logits, _ = efficientnet_builder.build_model(
-            efficientnet_builder.normalize_images(images, model_name), model_name,
-            training=not FLAGS.freeze_base, override_params=override_params)
-        self.model_variables = tf.global_variables()
-        model_trainable = tf.trainable_variables()
-        head = [v for v in model_trainable if "/head/dense/" in v.op.name]
-        # A head trained anew on pretrained features starts at zero (see _restore_or_initialize).
-        self.zero_head = tf.group(*[tf.assign(v, tf.zeros_like(v)) for v in head])
-        if FLAGS.freeze_base:
-            trained = head
-        else:
-            trained = model_trainable
-
-        cross_entropy = tf.losses.softmax_cross_entropy(
-            tf.one_hot(labels, num_classes), logits, label_smoothing=FLAGS.label_smoothing)
-        decayed = [tf.nn.l2_loss(v) for v in trained if "batch_normalization" not in v.op.name]
-        self.loss = cross_entropy + FLAGS.weight_decay * tf.add_n(decayed)
-        self.accuracy = tf.reduce_mean(tf.cast(tf.nn.in_top_k(logits, labels, 1), tf.float32))
-
-        self.global_step = tf.train.get_or_create_global_step()
-        self.learning_rate = training_policy.learning_rate(self.global_step, FLAGS.learning_rate, FLAGS.lr_schedule,
-                                                           steps_per_epoch, total_steps, FLAGS.warmup_epochs)
-        optimizer = dev.wrap_optimizer(_optimizer(self.learning_rate))
-        update_ops = [] if FLAGS.freeze_base else tf.get_collection(tf.GraphKeys.UPDATE_OPS)
-        with tf.control_dependencies(update_ops):
-            train_op = optimizer.minimize(self.loss, global_step=self.global_step, var_list=trained)
-        moving_statistics = [v for v in self.model_variables if _is_moving_statistic(v)]
-        if not FLAGS.freeze_base:
-            # With several ranks each one updates the batch-norm statistics from its own batch: average
-            # them after every step, so that all ranks (and the checkpoint) hold the same values.
-            with tf.control_dependencies([train_op]):
-                train_op = dev.average_over_ranks_op(moving_statistics) or train_op
-
-        self.ema_sync = None
-        if FLAGS.moving_average_decay > 0:
-            averaged = model_trainable + moving_statistics
-            ema = tf.train.ExponentialMovingAverage(FLAGS.moving_average_decay, num_updates=self.global_step)
-            with tf.control_dependencies([train_op]):
-                train_op = ema.apply(averaged)
-            # After loading pretrained weights the shadows must start from them, not from the random init.
-            self.ema_sync = tf.group(*[tf.assign(ema.average(v), v) for v in averaged])
-        self.train_op = train_op
-        shadows = [ema.average(v) for v in averaged] if FLAGS.moving_average_decay > 0 else []
+        super(TrainGraph, self).__init__(images, labels, dev, model_name, num_classes, step_settings(),
+                                         steps_per_epoch, total_steps)
+        checked = self.model_variables + self.shadows
         self.saver = checkpoint_writer.CheckpointSaver(model_dir, FLAGS.keep_checkpoint_max, self.global_step,
-                                                   self.model_variables + shadows)
+                                                       checked)
         # best/ holds what evaluation reads (weights and shadows), not the optimizer state; the weights were
         # checked by the save just before.
         self.best_saver = checkpoint_writer.CheckpointSaver(
             os.path.join(model_dir, training_policy.BEST_DIR), 1, self.global_step, [],
-            var_list=self.model_variables + shadows + [self.global_step])
+            var_list=checked + [self.global_step])
         # Rank 0's state to every rank, after restore or initialization (None with one process).
         self.broadcast = dev.broadcast_variables_op(tf.global_variables())
-
-
-def _is_moving_statistic(variable):
-    return "moving_mean" in variable.op.name or "moving_variance" in variable.op.name
 
 
 def _resume_checkpoint(model_dir):

@@ -1,6 +1,8 @@
-"""Training-step throughput: forward, backward, Nesterov update and batch-norm updates.
+"""Training-step throughput of the step train.py runs (effnet/training/train_step.py: label smoothing,
+weight decay, Nesterov momentum, batch-norm updates, EMA), at train.py's default settings.
 
-Synthetic images live in GPU/CPU memory as a variable, so the figure measures the model alone.
+Synthetic images live in GPU/CPU memory as a variable, so the figure measures the step without the input
+pipeline.
     python bench/train_step.py --model_name=efficientnet-b0 --batch_size=16 --image_size=224
     python bench/train_step.py --device=gpu --gpu_amp --xla --batch_size=256
 Device, mixed precision and XLA go through effnet/devices/device.py, as in train.py.
@@ -16,6 +18,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from effnet.devices import device  # noqa: E402
 import efficientnet_builder  # noqa: E402
+from effnet.training import train_step  # noqa: E402
 
 flags.DEFINE_string("model_name", "efficientnet-b0", "Model to benchmark.")
 flags.DEFINE_integer("batch_size", 16, "Images per training step.")
@@ -37,13 +40,9 @@ def main(_):
                          trainable=False, name="synthetic_images")
     labels = tf.Variable(rng.randint(0, FLAGS.num_classes, FLAGS.batch_size).astype(np.int32),
                          trainable=False, name="synthetic_labels")
-    logits, _ = efficientnet_builder.build_model(
-        efficientnet_builder.normalize_images(images, FLAGS.model_name), FLAGS.model_name, training=True,
-        override_params={"num_classes": FLAGS.num_classes})
-    loss = tf.losses.sparse_softmax_cross_entropy(labels, logits)
-    optimizer = dev.wrap_optimizer(tf.train.MomentumOptimizer(0.01, 0.9, use_nesterov=True))
-    with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
-        train_op = optimizer.minimize(loss, global_step=tf.train.get_or_create_global_step())
+    step = train_step.TrainStep(images, labels, dev, FLAGS.model_name, FLAGS.num_classes, train_step.StepSettings(),
+                                steps_per_epoch=1000, total_steps=FLAGS.warmup_steps + FLAGS.steps)
+    train_op = step.train_op
     with tf.Session(config=dev.session_config()) as sess:
         sess.run(tf.global_variables_initializer())
         for _ in range(FLAGS.warmup_steps):

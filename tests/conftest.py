@@ -9,9 +9,21 @@ SHARED_DIR = os.path.join(os.path.dirname(REPO_ROOT), "shared")
 FIXTURE_DIR = os.path.join(SHARED_DIR, "fixtures", "official_b0")
 NPU_DOUBLE_DIR = os.path.join(REPO_ROOT, "tests", "npu_double")
 
+# Modules whose tests run in-process, in about two minutes together on 2 cores; every other module starts
+# the package's scripts (training runs, launchers, conversions) and is marked `slow`:
+# `bash scripts/run_tests.sh -m "not slow"` runs the fast part alone.
+IN_PROCESS_MODULES = {"test_autoaugment", "test_demo_data", "test_device", "test_make_rank_table",
+                      "test_preprocess", "test_train_step", "test_training_policy"}
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__ not in IN_PROCESS_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +52,7 @@ def run_python(args, extra_env=None, timeout=600, **kwargs):
 
 
 def device_flags(**overrides):
-    """effnet/devices/device.py's flags at their defaults, with overrides, as the object device.Device and resolve() read."""
+    """effnet/devices/device.py's flags at their defaults, with overrides, as the object device.for_name() and resolve() read."""
     import types
 
     from absl import flags

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
+from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
 
 from conftest import device_flags
 from effnet.devices import device
@@ -89,11 +90,11 @@ def test_cpu_device_changes_nothing():
 
 
 def test_gpu_config_and_mixed_precision_wrapper():
-    dev = device.Device("gpu", device_flags(gpu_amp=True, xla=True, loss_scale_incr_every_n_steps=500))
+    dev = device.for_name("gpu", device_flags(gpu_amp=True, xla=True, loss_scale_incr_every_n_steps=500))
     assert dev.precision == "mixed"
     config = dev.session_config()
     assert config.gpu_options.allow_growth
-    assert config.graph_options.rewrite_options.auto_mixed_precision == device.RewriterConfig.ON
+    assert config.graph_options.rewrite_options.auto_mixed_precision == RewriterConfig.ON
     assert config.graph_options.optimizer_options.global_jit_level == tf.OptimizerOptions.ON_1
     with tf.Graph().as_default():
         try:
@@ -102,7 +103,7 @@ def test_gpu_config_and_mixed_precision_wrapper():
             tf.train.experimental.disable_mixed_precision_graph_rewrite()
     assert type(wrapped).__name__ == "MixedPrecisionLossScaleOptimizer"
     assert wrapped._loss_scale.increment_period == 500  # pylint: disable=protected-access
-    plain = device.Device("gpu", device_flags())
+    plain = device.for_name("gpu", device_flags())
     assert plain.precision == "fp32"
     assert plain.session_config().graph_options.rewrite_options.auto_mixed_precision == 0
 
@@ -143,8 +144,8 @@ def test_npu_session_config(npu):
     assert options["precision_mode"].s == b"allow_mix_precision"
     assert options["iterations_per_loop"].i == 20 and options["enable_data_pre_proc"].b
     rewrite_options = config.graph_options.rewrite_options
-    assert rewrite_options.remapping == device.RewriterConfig.OFF
-    assert rewrite_options.memory_optimization == device.RewriterConfig.OFF
+    assert rewrite_options.remapping == RewriterConfig.OFF
+    assert rewrite_options.memory_optimization == RewriterConfig.OFF
     assert config.allow_soft_placement
     for absent in ("enable_dump", "enable_dump_debug", "dump_path", "profiling_mode", "modify_mixlist",
                    "hcom_parallel"):

@@ -326,7 +326,7 @@ def test_zero_based_records_without_dataset_info_are_an_error_not_padding(tmp_pa
     with pytest.raises(preprocess.DatasetError,
                        match=r"stores label 0, which with label_offset 1 is class -1, outside \[0, 1000\): "
                              r"there is no dataset_info.json"):
-        evaluation.evaluate(str(data), os.path.join(fixture_dir, "ckpt"), 100, image_size=32, dev=device.Device("cpu", device_flags()))
+        evaluation.evaluate(str(data), os.path.join(fixture_dir, "ckpt"), 100, image_size=32, dev=device.for_name("cpu", device_flags()))
     # With the info every real image is counted: 359, none taken for padding.
     labels = _read_all(lambda: preprocess.build_dataset(DEMO_DATA, False, 32, 100, num_classes=10))
     assert sum(1 for label in labels if label != preprocess.PADDING_LABEL) == 359

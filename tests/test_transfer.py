@@ -123,7 +123,7 @@ def test_best_checkpoint_and_validation_records(fine_tuned, solar_cells):
     config = json.loads((model / "best" / "run_config.json").read_text())
     assert config["best_step"] == best["step"] and config["model_name"] == "efficientnet-lite0"
     assert (model / "best" / "labels.txt").is_file()
-    cpu = device.Device("cpu", device_flags())
+    cpu = device.for_name("cpu", device_flags())
     result = evaluation.evaluate(solar_cells, str(model / "best"), 64, dev=cpu)
     assert result["checkpoint"].endswith("model.ckpt-%d" % best["step"])
     assert result["top1"] == pytest.approx(best["top1"], abs=1e-6)
