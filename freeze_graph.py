@@ -2,13 +2,15 @@
 
 Usage:
   python freeze_graph.py --checkpoint=model/ [--use_ema=auto|true|false] [--input_dtype=uint8]
-      [--nonormalize] [--batch_size=1] [--output=model/efficientnet-b0.pb]
+      [--nonormalize] [--batch_size=1] [--output=model/efficientnet-b0.pb] [--overwrite]
 
 The frozen graph takes `input` (NHWC, batch_size x S x S x 3, RGB 0..255 unless --nonormalize)
 and returns `logits` and `probs` (softmax). With --nonormalize the mean/std normalization is left
 to the ATC AIPP stage; the AIPP values are printed and written next to the .pb.
 --use_ema is a tristate: auto (default) restores the ExponentialMovingAverage shadows when the
 checkpoint has them, true requires them, false restores the raw weights.
+An existing .pb or AIPP file is replaced only with --overwrite, a file of the checkpoint never; the files are
+written under a temporary name and renamed when complete.
 """
 import collections
 import os
@@ -20,7 +22,9 @@ from absl import flags
 import tensorflow.compat.v1 as tf
 
 from effnet.checkpoints import checkpoint_reader
+from effnet.export import outputs
 import efficientnet_builder
+from effnet import tf_compat
 
 FLAGS = flags.FLAGS
 INPUT_NAME = "input"
@@ -49,6 +53,7 @@ def define_flags():
                       "Normalize (mean/std) inside the graph; --nonormalize leaves it to an ATC AIPP config.")
     flags.DEFINE_integer("batch_size", 1, "Static batch size of `input`; 0 or -1 = dynamic (None).")
     flags.DEFINE_string("soc_version", "Ascend310", "--soc_version printed in the ATC command.")
+    flags.DEFINE_bool("overwrite", False, "Replace an existing output file (never a file of the checkpoint).")
     flags.mark_flag_as_required("checkpoint")
 
 
@@ -60,6 +65,12 @@ def _named(tensor, name):
     if named.op.name != name:
         raise RuntimeError("cannot name output %r: the graph already has a node of that name" % name)
     return named
+
+
+def plain_swish(x):
+    """x * sigmoid(x) as two plain ops: tf.nn.swish's custom gradient leaves an IdentityN node that the TFLite
+    converter, tf2onnx and ATC do not take, and inference needs no gradient."""
+    return x * tf_compat.sigmoid(x)
 
 
 def build_inference_graph(model_name, num_classes, image_size, batch_size=1, input_dtype="float32",
@@ -77,8 +88,11 @@ def build_inference_graph(model_name, num_classes, image_size, batch_size=1, inp
     if normalize:
         with tf.name_scope("normalize"):
             features = efficientnet_builder.normalize_images(features, model_name)
-    logits, _ = efficientnet_builder.build_model(
-        features, model_name, training=False, override_params={"num_classes": num_classes})
+    override_params = {"num_classes": num_classes}
+    if not efficientnet_builder.is_lite(model_name):
+        override_params["relu_fn"] = plain_swish
+    logits, _ = efficientnet_builder.build_model(features, model_name, training=False,
+                                                 override_params=override_params)
     logits = _named(logits, OUTPUT_NAMES[0])
     probs = _named(tf.nn.softmax(logits), OUTPUT_NAMES[1])
     return images, logits, probs
@@ -125,12 +139,20 @@ def atc_command(pb_path, image_size, batch_size, soc_version="Ascend310", aipp_p
 
 
 def freeze(checkpoint, model_name=None, num_classes=None, image_size=None, output=None, use_ema="auto",
-           input_dtype="float32", normalize=True, batch_size=1, soc_version="Ascend310"):
-    """Restores a checkpoint into the inference graph and writes it as a frozen .pb; returns FreezeResult."""
+           input_dtype="float32", normalize=True, batch_size=1, soc_version="Ascend310", overwrite=False):
+    """Restores a checkpoint into the inference graph and writes it as a frozen .pb; returns FreezeResult.
+
+    Raises outputs.OutputError, before anything is built, when the .pb or AIPP file would replace a file
+    of the checkpoint, or an existing file without overwrite."""
     prefix = checkpoint_reader.resolve_checkpoint(checkpoint)
     model_name, num_classes, image_size = checkpoint_reader.infer_model(prefix, model_name, num_classes, image_size)
     use_ema = checkpoint_reader.resolve_use_ema(use_ema, prefix)
     output = output or os.path.join(os.path.dirname(prefix), model_name + ".pb")
+    aipp_path = None if normalize else os.path.splitext(output)[0] + "_aipp.cfg"
+    inputs = outputs.checkpoint_inputs(prefix)
+    outputs.check_output(output, inputs, overwrite)
+    if aipp_path:
+        outputs.check_output(aipp_path, inputs + [output], overwrite, flag="--output")
     batch_size = batch_size if batch_size and batch_size > 0 else None
     graph = tf.Graph()
     with graph.as_default():
@@ -139,16 +161,15 @@ def freeze(checkpoint, model_name=None, num_classes=None, image_size=None, outpu
             checkpoint_reader.restore(sess, prefix, tf.global_variables(), use_ema)
             frozen = tf.graph_util.convert_variables_to_constants(
                 sess, graph.as_graph_def(), list(OUTPUT_NAMES))
-    if os.path.dirname(output):
-        tf.io.gfile.makedirs(os.path.dirname(output))
-    with tf.io.gfile.GFile(output, "wb") as out:
-        out.write(frozen.SerializeToString())
-    aipp_text = aipp_path = None
-    if not normalize:
+    with outputs.written_atomically(output, overwrite) as temporary:
+        with open(temporary, "wb") as out:
+            out.write(frozen.SerializeToString())
+    aipp_text = None
+    if aipp_path:
         aipp_text = aipp_config(model_name, image_size)
-        aipp_path = os.path.splitext(output)[0] + "_aipp.cfg"
-        with tf.io.gfile.GFile(aipp_path, "w") as out:
-            out.write(aipp_text)
+        with outputs.written_atomically(aipp_path, overwrite) as temporary:
+            with open(temporary, "w") as out:
+                out.write(aipp_text)
     command = atc_command(output, image_size, batch_size, soc_version, aipp_path)
     return FreezeResult(output, model_name, num_classes, image_size, batch_size, use_ema, normalize,
                         input_dtype, command, aipp_text, aipp_path)
@@ -160,7 +181,7 @@ def main(argv):
     try:
         result = freeze(FLAGS.checkpoint, FLAGS.model_name, FLAGS.num_classes, FLAGS.image_size, FLAGS.output,
                         FLAGS.use_ema, FLAGS.input_dtype, FLAGS.normalize, FLAGS.batch_size,
-                        FLAGS.soc_version)
+                        FLAGS.soc_version, FLAGS.overwrite)
     except (ValueError, IOError, tf.errors.OpError) as err:
         print("error: %s" % err, file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
 Usage:
   python predict.py --checkpoint=model/ photo.jpg photos_folder/ [--images=a.jpg,b.png]
   python predict.py --frozen_graph=model/efficientnet-b0.pb photo.jpg
+  python predict.py --checkpoint=model/export/efficientnet-lite0_int8.tflite photo.jpg   # any export.py file
   python predict.py --checkpoint=model/ --data_path=data/demo photo.png   # names from data/demo/labels.txt
 
 Class names come from --labels, else the labels file of the dataset given by --data_path, else the
@@ -26,6 +27,7 @@ import efficientnet_builder
 import freeze_graph
 import preprocess
 from effnet.checkpoints import run_config
+from effnet.export import runtimes
 
 FLAGS = flags.FLAGS
 IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.txt")
@@ -37,7 +39,8 @@ class PredictError(ValueError):
 
 def define_flags():
     """Defines the CLI flags (only when run as a script, so the module imports without side effects)."""
-    flags.DEFINE_string("checkpoint", None, "Checkpoint folder (its newest checkpoint) or checkpoint prefix.")
+    flags.DEFINE_string("checkpoint", None, "Checkpoint folder (its newest checkpoint) or checkpoint prefix, or a "
+                        "file export.py wrote (.pb, SavedModel folder, .tflite, .onnx).")
     flags.DEFINE_string("frozen_graph", None,
                         "Frozen .pb written by freeze_graph.py (instead of --checkpoint).")
     flags.DEFINE_string("model_name", None, "Model to build; default: the model the checkpoint holds.")
@@ -168,6 +171,20 @@ class FrozenModel(object):
         return logits[0], probs[0]
 
 
+class ExportedModel(object):
+    """Any file export.py writes (.pb, SavedModel folder, .tflite, .onnx), through effnet.export.runtimes."""
+
+    def __init__(self, path, num_classes=None, image_size=None):
+        self._runtime = runtimes.open_model(path, num_classes=num_classes, image_size=image_size)
+        self.num_classes, self.image_size = self._runtime.num_classes, self._runtime.image_size
+        self.source = self._runtime.source
+
+    def classify(self, image):
+        """(logits, probabilities) of one preprocessed image (float32 [S,S,3], RGB 0..255)."""
+        logits = self._runtime.logits(image[None])[0]
+        return logits, runtimes.softmax(logits)
+
+
 def _graph_model_name(node_names):
     """The efficientnet-* scope of a frozen graph's nodes, or None."""
     scopes = {name.split("/", 1)[0] for name in node_names
@@ -216,6 +233,10 @@ def run(inputs, checkpoint=None, frozen_graph=None, model_name=None, num_classes
                            "--images=a.jpg,b.png")
     if top_k < 1:
         raise PredictError("--top_k must be at least 1, got %d" % top_k)
+    for name, value in (("num_classes", num_classes), ("image_size", image_size)):
+        if value is not None and value < 1:
+            raise PredictError("--%s must be at least 1, got %d (leave it out for the checkpoint's own)"
+                               % (name, value))
     if output_csv and os.path.exists(output_csv):
         raise PredictError("--output_csv %s already exists: pass a new file name (or remove it)" % output_csv)
     files, skipped = collect_images(inputs)
@@ -223,10 +244,14 @@ def run(inputs, checkpoint=None, frozen_graph=None, model_name=None, num_classes
         print("warning: skipping %s: %s" % (path, reason), file=sys.stderr)
     if frozen_graph:
         model = FrozenModel(frozen_graph, model_name, image_size)
+    elif runtimes.kind_of(checkpoint):
+        model = ExportedModel(checkpoint, num_classes, image_size)
     else:
         model = CheckpointModel(checkpoint, model_name, num_classes, image_size, use_ema)
     if checkpoint and not (labels or data_path):
-        labels = run_config.labels_file(checkpoint)
+        # export.py puts labels.txt beside its files (a SavedModel folder's parent holds it).
+        labels = run_config.labels_file(os.path.dirname(checkpoint.rstrip(os.sep))
+                                        if runtimes.kind_of(checkpoint) == "saved_model" else checkpoint)
         recorded = run_config.read(checkpoint).get("labels_file")
         if not labels and recorded:
             print("warning: the labels file %s recorded for this model is gone and the model folder has no %s; "

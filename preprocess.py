@@ -5,12 +5,9 @@ Records hold `image/encoded` (JPEG, or PNG and other formats tf.image.decode_ima
 side does that) and int32 labels starting at 0.
 """
 
-import contextlib
 import glob
 import json
 import os
-import re
-import time
 
 import tensorflow.compat.v1 as tf
 
@@ -30,12 +27,18 @@ MAX_INTERLEAVE_FILES = 16
 READ_BUFFER_BYTES = 8 * 1024 * 1024
 PADDING_LABEL = -1
 MIN_CROP_AREA = 0.08
+# The centre crop keeps 87.5% of the shorter side, rounded down: a 1-pixel side leaves an empty crop.
+MIN_IMAGE_SIDE = 2
 
 _FIX_HINT = 'point TMP_DATA_PATH at a folder made by make_tfrecords.py or the ImageNet TFRecords'
-_LABEL_CHECK = 'label_check: record'
-_LABEL_CHECK_TEXT = re.compile(_LABEL_CHECK + r'\] \[(\d+)\] \[of\] \[(.*?)\] \[stores label\] \[(-?\d+)\]')
-_FEATURE_MISSING = re.compile(r'Feature: (\S+) \(data type: \w+\) is required but could not be found')
-SCAN_SECONDS = 120
+# Names of the input pipeline's ops whose failures effnet/data/pipeline_errors.py explains; it tells them apart by the
+# failing node's name (in the message as {{node NAME}}: errors inside tf.data functions carry no err.op).
+PARSE_OP = 'record_parse'
+LABEL_CHECK_OP = 'record_label_check'
+SIZE_CHECK_OP = 'record_size_check'
+DECODE_OP = 'record_decode'
+LABEL_CHECK_MESSAGE = 'label_check: record'
+SIZE_CHECK_MESSAGE = 'size_check: record'
 
 
 class DatasetError(ValueError):
@@ -88,6 +91,19 @@ def read_dataset_info(data_path):
         }
     except (ValueError, TypeError, AttributeError) as e:
         raise DatasetError('%s is not valid dataset info (%s); re-create it with make_tfrecords.py' % (path, e))
+
+
+MISSING_INFO_FIX = ('point TMP_DATA_PATH at the folder make_tfrecords.py wrote (it holds %s), or add a %s with '
+                    '"num_classes" and "label_offset" there' % (DATASET_INFO_FILE, DATASET_INFO_FILE))
+
+
+def missing_info_text(data_path):
+    """A phrase saying that data_path has no dataset_info.json and what is assumed instead, or None when it
+    has one: the 1000 classes then come from that assumption, not from the data."""
+    if os.path.isfile(os.path.join(data_path, DATASET_INFO_FILE)):
+        return None
+    return ('TMP_DATA_PATH %s has no %s, so its records are read as ImageNet\'s (%d classes, labels 1..%d)'
+            % (data_path, DATASET_INFO_FILE, IMAGENET_NUM_CLASSES, IMAGENET_NUM_CLASSES))
 
 
 def load_labels(path):
@@ -157,16 +173,32 @@ def _random_crop_window(image_shape, image_size, min_crop_area):
     return _train_crop_window(image_shape, begin, size, image_size)
 
 
-def _decode_crop_resize(image_bytes, image_size, window_fn):
-    """Decodes only the crop window(shape) of a JPEG (fused op), or the whole image otherwise."""
+def _checked_size(shape, record):
+    """shape, after checking (for a record: its (file, index)) that the image is not too small to crop."""
+    if record is None:
+        return shape
+    check = tf.debugging.Assert(tf.reduce_min(shape[:2]) >= MIN_IMAGE_SIDE,
+                                [SIZE_CHECK_MESSAGE, record[1], 'of', record[0], 'is', shape[0], 'x', shape[1]],
+                                name=SIZE_CHECK_OP)
+    with tf.control_dependencies([check]):
+        return tf.identity(shape)
+
+
+def decode_crop_resize(image_bytes, image_size, window_fn, record=None):
+    """Decodes only the crop window(shape) of a JPEG (fused op), or the whole image otherwise. With `record`
+    ((file, index) of the TFRecord), an image too small to crop stops the pipeline with an error naming it."""
 
     def jpeg():
-        window = window_fn(tf.image.extract_jpeg_shape(image_bytes))
-        return tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
+        with tf.name_scope(DECODE_OP):
+            shape = tf.image.extract_jpeg_shape(image_bytes)
+        window = window_fn(_checked_size(shape, record))
+        with tf.name_scope(DECODE_OP):
+            return tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
 
     def other_format():
-        image = tf.image.decode_image(image_bytes, channels=3, expand_animations=False)
-        window = window_fn(tf.shape(image))
+        with tf.name_scope(DECODE_OP):
+            image = tf.image.decode_image(image_bytes, channels=3, expand_animations=False)
+        window = window_fn(_checked_size(tf.shape(image), record))
         return tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
 
     image = tf.cond(tf.image.is_jpeg(image_bytes), jpeg, other_format)
@@ -189,17 +221,18 @@ def _check_augment_name(augment_name):
 
 
 def preprocess_for_train(image_bytes, image_size, augment_name=None, randaug_num_layers=2, randaug_magnitude=10,
-                         min_crop_area=MIN_CROP_AREA, random_flip=True):
+                         min_crop_area=MIN_CROP_AREA, random_flip=True, record=None):
     """Random-area crop, bicubic resize, random flip, optional AutoAugment/RandAugment.
 
     The defaults are the official ImageNet ones. Small or orientation-sensitive images (digits,
-    32x32 sets) train better with a larger min_crop_area and random_flip=False.
+    32x32 sets) train better with a larger min_crop_area and random_flip=False. `record` ((file,
+    index)) names the record when the image is too small to crop.
     """
     _check_augment_name(augment_name)
     if not 0.0 < min_crop_area <= 1.0:
         raise ValueError('min_crop_area must be in (0, 1], got %r' % (min_crop_area,))
-    image = _decode_crop_resize(
-        image_bytes, image_size, lambda shape: _random_crop_window(shape, image_size, min_crop_area))
+    image = decode_crop_resize(
+        image_bytes, image_size, lambda shape: _random_crop_window(shape, image_size, min_crop_area), record)
     if random_flip:
         image = tf.image.random_flip_left_right(image)
     if augment_name:
@@ -207,9 +240,11 @@ def preprocess_for_train(image_bytes, image_size, augment_name=None, randaug_num
     return tf.reshape(image, [image_size, image_size, 3])
 
 
-def preprocess_for_eval(image_bytes, image_size):
-    """Centre crop of image_size/(image_size+crop_padding(image_size)) of the short side, bicubic resize."""
-    return _decode_crop_resize(image_bytes, image_size, lambda shape: _center_crop_window(shape, image_size))
+def preprocess_for_eval(image_bytes, image_size, record=None):
+    """Centre crop of image_size/(image_size+crop_padding(image_size)) of the short side, bicubic resize;
+    `record` as for preprocess_for_train."""
+    return decode_crop_resize(image_bytes, image_size, lambda shape: _center_crop_window(shape, image_size),
+                               record)
 
 
 def decode_and_preprocess_file(path, image_size):
@@ -221,20 +256,22 @@ def decode_and_preprocess_file(path, image_size):
 
 def _parse_record(filename, index, record, label_offset, num_classes):
     """(image bytes, label - label_offset); with num_classes, a label outside [0, num_classes) stops the
-    pipeline with an error naming the record (see explain_pipeline_error)."""
+    pipeline with an error naming the record (see effnet/data/pipeline_errors.py)."""
     features = tf.parse_single_example(
         record,
         {
             'image/encoded': tf.FixedLenFeature([], tf.string),
             'image/class/label': tf.FixedLenFeature([], tf.int64),
         },
+        name=PARSE_OP,
     )
     stored = features['image/class/label']
     label = tf.cast(stored, tf.int32) - label_offset
     if num_classes:
         in_range = tf.logical_and(label >= 0, label < num_classes)
         # Assert guards itself with a cond for these data types: the message costs nothing while labels fit.
-        check = tf.debugging.Assert(in_range, [_LABEL_CHECK, index, 'of', filename, 'stores label', stored])
+        check = tf.debugging.Assert(in_range, [LABEL_CHECK_MESSAGE, index, 'of', filename, 'stores label', stored],
+                                    name=LABEL_CHECK_OP)
         with tf.control_dependencies([check]):
             label = tf.identity(label)
     return features['image/encoded'], label
@@ -247,72 +284,26 @@ def _records_of(filename):
         lambda index, record: (filename, index, record))
 
 
-@contextlib.contextmanager
-def pipeline_errors_explained(data_path, split, label_offset, num_classes):
-    """Re-raises an input-pipeline failure inside the block as explain_pipeline_error's DatasetError (other
-    errors pass unchanged)."""
-    try:
-        yield
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
-        explained = explain_pipeline_error(error, data_path, split, label_offset, num_classes)
-        if explained is None:
-            raise
-        raise explained
+def eval_images(data_path, split, image_size, limit, num_classes=None):
+    """Up to `limit` images of `split` through the evaluation preprocessing (centre crop, bicubic resize), taken
+    in turn from each record file: (images [n,S,S,3] float32 RGB 0..255, labels [n] int32). The export tools
+    calibrate and check exported models on these, so they see exactly what test.py feeds the model."""
+    from effnet.data import pipeline_errors  # here, not at the top: pipeline_errors reads this module
 
-
-def explain_pipeline_error(error, data_path, split, label_offset, num_classes):
-    """A DatasetError naming the record and the fix for an input-pipeline failure (label out of range,
-    other feature keys, undecodable image, damaged file), or None for errors of another kind."""
-    message = error.message
-    if isinstance(error, tf.errors.DataLossError):
-        return DatasetError('a %s record file is truncated or corrupt (%s); re-create the records with '
-                            'make_tfrecords.py' % (split, message.splitlines()[0]))
-    if not isinstance(error, tf.errors.InvalidArgumentError):
-        return None
-    label = _LABEL_CHECK_TEXT.search(message)
-    if label:
-        index, filename, stored = int(label.group(1)), label.group(2), int(label.group(3))
-        if not os.path.isfile(os.path.join(data_path, DATASET_INFO_FILE)):
-            offset_text = ('there is no %s in %s, so labels are read as ImageNet\'s 1..1000 (label_offset 1); '
-                           'for 0-based labels add a %s with "label_offset": 0 and "num_classes", or re-create '
-                           'the records with make_tfrecords.py' % (DATASET_INFO_FILE, data_path, DATASET_INFO_FILE))
-        else:
-            offset_text = ('check "num_classes" and "label_offset" in %s (or --num_classes)'
-                           % os.path.join(data_path, DATASET_INFO_FILE))
-        return DatasetError('record %d of %s stores label %d, which with label_offset %d is class %d, outside '
-                            '[0, %d): %s' % (index, filename, stored, label_offset, stored - label_offset,
-                                             num_classes, offset_text))
-    feature = _FEATURE_MISSING.search(message)
-    if feature:
-        return DatasetError('the %s records in %s have no %s feature: expected image/encoded and '
-                            'image/class/label as make_tfrecords.py and the ImageNet TFRecords hold them'
-                            % (split, data_path, feature.group(1)))
-    if re.search(r'jpeg|decode|image|crop', message, re.I):
-        where = find_undecodable(find_record_files(data_path, split))
-        return DatasetError('%s holds an image that cannot be decoded (%s); re-create the records with '
-                            'make_tfrecords.py, which checks every image' % (where, message.splitlines()[0]))
-    return None
-
-
-def find_undecodable(files, seconds=SCAN_SECONDS):
-    """'record N of FILE' for the first record whose image the pipeline cannot decode, searched for at
-    most `seconds` (only called after a failure), else a phrase naming the files."""
-    deadline = time.time() + seconds
+    files = find_record_files(data_path, split)
+    label_offset = read_dataset_info(data_path)['label_offset']
     with tf.Graph().as_default():
-        image_bytes = tf.placeholder(tf.string, [])
-        image = _decode_crop_resize(image_bytes, 8, lambda shape: tf.stack([0, 0, shape[0], shape[1]]))
-        with tf.Session() as sess:
-            for path in files:
-                for index, record in enumerate(tf.python_io.tf_record_iterator(path)):
-                    if time.time() > deadline:
-                        return 'one of the %d record files %s ... %s' % (len(files), files[0], files[-1])
-                    example = tf.train.Example.FromString(record)
-                    encoded = example.features.feature['image/encoded'].bytes_list.value
-                    try:
-                        sess.run(image, {image_bytes: encoded[0] if encoded else b''})
-                    except tf.errors.OpError:
-                        return 'record %d of %s' % (index, path)
-    return 'one of the %d record files %s ... %s' % (len(files), files[0], files[-1])
+        dataset = tf.data.Dataset.from_tensor_slices(files).interleave(
+            _records_of, cycle_length=len(files), block_length=1)
+        dataset = dataset.take(limit).map(lambda filename, index, record: _parse_record(
+            filename, index, record, label_offset, num_classes))
+        dataset = dataset.map(lambda image_bytes, label: (preprocess_for_eval(image_bytes, image_size), label))
+        images, labels = tf.data.make_one_shot_iterator(dataset.batch(max(1, limit))).get_next()
+        with tf.Session() as sess, pipeline_errors.explained(data_path, split, label_offset, num_classes):
+            try:
+                return sess.run([images, labels])
+            except tf.errors.OutOfRangeError:
+                raise DatasetError('the %s records in %s hold no images' % (split, data_path))
 
 
 def _pad_batch(images, labels, batch_size):
@@ -341,12 +332,10 @@ def _read_records(files, num_workers, worker_index, is_training, seed):
         return dataset.flat_map(_records_of)
     num_files = -(-len(files) // num_workers) if num_workers > 1 else len(files)
     dataset = dataset.shuffle(num_files, seed=seed)
-    return dataset.interleave(
-        _records_of,
-        cycle_length=min(num_files, MAX_INTERLEAVE_FILES),
-        block_length=1,
-        num_parallel_calls=tf.data.experimental.AUTOTUNE,
-    )
+    # Not Dataset.interleave(num_parallel_calls=...): in TensorFlow 1.15 closing the session after an input
+    # error (a label or image check) then crashes the process (SIGSEGV) before the error is reported.
+    return dataset.apply(tf.data.experimental.parallel_interleave(
+        _records_of, cycle_length=min(num_files, MAX_INTERLEAVE_FILES), block_length=1, sloppy=True))
 
 
 def build_dataset(
@@ -370,7 +359,7 @@ def build_dataset(
     Training repeats forever, shuffled, dropping the remainder. Evaluation makes one ordered pass
     and pads the last batch with label -1 entries, so callers count only labels >= 0. With
     num_classes every label is checked to lie in [0, num_classes): a record outside stops the
-    pipeline (explain_pipeline_error names it), so no real image is ever taken for padding.
+    pipeline (effnet/data/pipeline_errors.py names it), so no real image is ever taken for padding.
     """
     _check_augment_name(augment_name)
     if image_size <= 0 or batch_size <= 0:
@@ -400,6 +389,7 @@ def build_dataset(
                     randaug_magnitude,
                     min_crop_area=min_crop_area,
                     random_flip=random_flip,
+                    record=(filename, index),
                 ),
                 label,
             )
@@ -415,7 +405,7 @@ def build_dataset(
         @tf.autograph.experimental.do_not_convert
         def parse(filename, index, record):
             image_bytes, label = _parse_record(filename, index, record, label_offset, num_classes)
-            return preprocess_for_eval(image_bytes, image_size), label
+            return preprocess_for_eval(image_bytes, image_size, record=(filename, index)), label
 
         dataset = dataset.map(parse, num_parallel_calls=autotune)
         dataset = dataset.batch(batch_size)

@@ -3,15 +3,19 @@
     python test.py --TMP_DATA_PATH=./data/demo --TMP_MODEL_PATH=./model
 
 TMP_MODEL_PATH is a folder (its newest checkpoint) or a checkpoint prefix; checkpoints written by
-train.py and the official ones both work. Every validation image is counted exactly once.
+train.py and the official ones both work, and so do the files export.py writes (.pb, SavedModel folder,
+.tflite, .onnx). Every validation image is counted exactly once.
 """
 import sys
 
 from absl import app
 
+from effnet import common_flags
 from effnet.checkpoints import checkpoint_reader
+from effnet.checkpoints import run_config
 from effnet.devices import device
 from effnet.evaluation import evaluation
+from effnet.export import runtimes
 import preprocess
 
 
@@ -20,7 +24,8 @@ def main(argv):
         raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
     try:
         evaluation.main_from_flags()
-    except (preprocess.DatasetError, checkpoint_reader.CheckpointError, device.DeviceError) as error:
+    except (preprocess.DatasetError, checkpoint_reader.CheckpointError, device.DeviceError,
+            run_config.RunConfigError, common_flags.FlagError, runtimes.ModelFileError) as error:
         sys.exit("error: %s" % error)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -17,13 +17,12 @@ TMP_LOG_PATH="${TMP_LOG_PATH:-$ROOT/log}"           # where the text log goes
 
 # shellcheck disable=SC1091
 source "$ROOT/scripts/env.sh"
+# shellcheck disable=SC1091
+source "$ROOT/scripts/lib/launcher.sh"
 
-mkdir -p "$TMP_LOG_PATH"
 log_file="$TMP_LOG_PATH/test_$(date +%Y%m%d_%H%M%S).log"
 status=0
-{
-  echo "[test_1p] data: $TMP_DATA_PATH | model: $TMP_MODEL_PATH | log: $log_file"
-  "$PYTHON" -u "$ROOT/test.py" --TMP_DATA_PATH="$TMP_DATA_PATH" --TMP_MODEL_PATH="$TMP_MODEL_PATH" "$@"
-} 2>&1 | tee "$log_file" || status=$?
+run_teed "$log_file" "[test_1p] data: $TMP_DATA_PATH | model: $TMP_MODEL_PATH | log: $log_file" \
+  "$PYTHON" -u "$ROOT/test.py" --TMP_DATA_PATH="$TMP_DATA_PATH" --TMP_MODEL_PATH="$TMP_MODEL_PATH" "$@" || status=$?
 echo "[test_1p] log saved to $log_file"
 exit "$status"

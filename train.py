@@ -8,6 +8,7 @@ count differs) or from scratch, never in a folder that holds checkpoint files. C
 official variable names and EMA shadows; how they are kept safe (lock, checks, retention, SIGTERM)
 is in checkpoint_writer.py.
 """
+import functools
 import math
 import os
 import sys
@@ -18,13 +19,17 @@ from absl import app, flags, logging
 
 from effnet.checkpoints import checkpoint_reader
 from effnet.checkpoints import checkpoint_writer
-from effnet import common_flags  # noqa: F401  (defines the shared flags)
+from effnet import common_flags
 from effnet.devices import device
 import efficientnet_builder
 from effnet.evaluation import evaluation
 import preprocess
+from effnet.data import pipeline_errors
 from effnet.checkpoints import run_config
-from effnet.training import train_step, training_policy
+from effnet.training import loop, resume, train_step, training_policy
+from effnet.training.errors import TrainingError, checked_folder
+from effnet.training.progress import ProgressLog
+from effnet.training.validation import Validation
 
 flags.DEFINE_boolean("is_training", True, "Train (True) or only evaluate TMP_MODEL_PATH on the validation split.")
 flags.DEFINE_float("epochs", 1.0, "Epochs to train; ignored when --max_steps > 0.")
@@ -76,7 +81,8 @@ flags.DEFINE_float("eval_every_n_epochs", None,
                    "Validate every N epochs (and at the end); default: %d times a run for validation splits of up "
                    "to %d images, never for larger ones; 0 = off." % (training_policy.AUTO_EVALUATIONS_PER_RUN,
                                                                        training_policy.AUTO_VALIDATION_MAX_IMAGES))
-flags.DEFINE_integer("eval_every_n_steps", 0, "Validate every N steps (and at the end); wins over --eval_every_n_epochs.")
+flags.DEFINE_integer("eval_every_n_steps", 0,
+                     "Validate every N steps (and at the end); wins over --eval_every_n_epochs.")
 flags.DEFINE_integer("early_stopping_patience", 0,
                      "Stop after this many validations without a better top-1 than the best (kept in "
                      "TMP_MODEL_PATH/best/); 0 = off.")
@@ -86,15 +92,28 @@ IMAGENET_TRAIN_SHARDS = 1024
 IMAGENET_TRAIN_IMAGES = 1281167
 
 
-class TrainingError(ValueError):
-    """A run that cannot start or go on; the message says what to change."""
+_FLAG_RANGES = (
+    ("learning_rate", lambda v: 0 <= v < math.inf, ">= 0"),
+    ("warmup_epochs", lambda v: 0 <= v < math.inf, ">= 0"),
+    ("momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("weight_decay", lambda v: 0 <= v < math.inf, ">= 0"),
+    ("label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("moving_average_decay", lambda v: 0 <= v < 1, "in [0, 1) (0 turns it off)"),
+    ("dropout_rate", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("batch_norm_momentum", lambda v: 0 <= v <= 1, "in [0, 1] (1 freezes the statistics)"),
+    ("survival_prob", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("randaug_num_layers", lambda v: v >= 0, ">= 0"),
+    ("randaug_magnitude", lambda v: 0 <= v <= 30, "in [0, 30]"),
+)
 
 
 def _check_flags():
     """Flag values that cannot work, found before any data is read or graph built."""
-    problems = []
-    if FLAGS.image_size < 0:
-        problems.append("--image_size=%d must be positive (or 0 for the model's own)" % FLAGS.image_size)
+    problems = common_flags.problems()
+    for name, fits, allowed in _FLAG_RANGES:
+        value = getattr(FLAGS, name)
+        if value is not None and not fits(value):  # comparisons written so that nan fails too
+            problems.append("--%s=%g must be %s" % (name, value, allowed))
     if not 0.0 < FLAGS.min_crop_area <= 1.0:
         problems.append("--min_crop_area=%g must be in (0, 1]" % FLAGS.min_crop_area)
     if FLAGS.max_steps < 0:
@@ -109,21 +128,11 @@ def _check_flags():
         problems.append("--eval_every_n_epochs=%g must be >= 0" % FLAGS.eval_every_n_epochs)
     if FLAGS.log_every_n_steps is not None and FLAGS.log_every_n_steps < 1:
         problems.append("--log_every_n_steps=%d must be >= 1" % FLAGS.log_every_n_steps)
+    if FLAGS.early_stopping_patience and FLAGS.eval_every_n_steps == 0 and FLAGS.eval_every_n_epochs == 0:
+        problems.append("--early_stopping_patience=%d needs validation, which --eval_every_n_epochs=0 turns off"
+                        % FLAGS.early_stopping_patience)
     if problems:
         raise TrainingError("; ".join(problems))
-
-
-def _checked_folder(path, flag):
-    """Creates the folder if needed; a file in the way, or a folder that cannot be made, is an error."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise TrainingError("%s %s is a file, not a folder: pass a folder" % (flag, path))
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as error:
-        raise TrainingError("cannot create %s %s (%s): pass a folder you can write to" % (flag, path, error.strerror))
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise TrainingError("%s %s is not writable: pass a folder you can write to" % (flag, path))
-    return path
 
 
 def _pretrained_prefix(path):
@@ -143,6 +152,10 @@ def _num_classes(info):
     """--num_classes, else the dataset's; an error when the data's labels do not fit."""
     data_classes = info["num_classes"]
     if FLAGS.num_classes and data_classes and data_classes > FLAGS.num_classes:
+        missing_info = preprocess.missing_info_text(FLAGS.TMP_DATA_PATH)
+        if missing_info:
+            raise TrainingError("%s, more than --num_classes=%d: %s"
+                                % (missing_info, FLAGS.num_classes, preprocess.MISSING_INFO_FIX))
         raise TrainingError("the data has %d classes but --num_classes=%d: raise --num_classes to at least %d"
                             % (data_classes, FLAGS.num_classes, data_classes))
     return FLAGS.num_classes or data_classes or preprocess.IMAGENET_NUM_CLASSES
@@ -200,212 +213,16 @@ class TrainGraph(train_step.TrainStep):
         self.broadcast = dev.broadcast_variables_op(tf.global_variables())
 
 
-def _resume_checkpoint(model_dir):
-    """The newest intact checkpoint in model_dir (whatever its `checkpoint` state file says), or None
-    for an empty folder; a folder whose checkpoint files are all damaged is an error, because
-    training from scratch there would overwrite them."""
-    latest, damaged = checkpoint_reader.newest_intact_checkpoint(model_dir)
-    if damaged:
-        logging.warning("skipping damaged checkpoint(s): %s", checkpoint_reader.damaged_text(damaged))
-    if latest is None and damaged:
-        raise TrainingError("TMP_MODEL_PATH %s holds checkpoint files but no intact checkpoint: move them away "
-                            "(or restore them from a copy), or pass an empty TMP_MODEL_PATH" % model_dir)
-    return latest
-
-
-def _restore_or_initialize(sess, graph, latest, model_dir, weights_prefix):
-    """Resumes from `latest`, else loads pretrained weights; returns a log line saying which."""
-    sess.run([tf.global_variables_initializer(), tf.local_variables_initializer()])
-    if latest:
-        try:
-            graph.saver.restore(sess, latest)
-        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as error:
-            raise TrainingError("TMP_MODEL_PATH %s holds a checkpoint of another model or setup (%s); pass an "
-                                "empty TMP_MODEL_PATH or the flags of that run"
-                                % (model_dir, error.message.splitlines()[0]))
-        return "resuming from %s (step %d); pretrained weights ignored" % (latest, sess.run(graph.global_step))
-    if weights_prefix is None:
-        return "training from scratch (no pretrained weights in TMP_WEIGHTS_PATH)"
-    use_ema = checkpoint_reader.resolve_use_ema({"ema": True, "raw": False}.get(FLAGS.pretrained_weights, "auto"),
-                                               weights_prefix)
-    skipped = checkpoint_reader.restore(sess, weights_prefix, graph.model_variables, use_ema,
-                                       skip_mismatched_head=True)
-    if skipped:
-        # The official head initialization, uniform(+-1/sqrt(classes)), is sized for 1000 classes: with 2 it
-        # gives pretrained features logits in the tens and a first loss of 3-4 (measured on 2 classes: the loss
-        # was still 2.1 after 10 epochs, validation 0.64 against 0.78 from zero). Zero starts at the uniform
-        # prediction.
-        sess.run(graph.zero_head)
-    if graph.ema_sync is not None:
-        sess.run(graph.ema_sync)
-    message = "loaded pretrained %s weights from %s" % ("EMA" if use_ema else "raw", weights_prefix)
-    if skipped:
-        message += "; new head (shape differs, trained from zero): %s" % ", ".join(skipped)
-    return message
-
-
-class ProgressLog(object):
-    """One line per interval: epoch, step, loss, top-1, learning rate, images/s, time left."""
-
-    def __init__(self, total_steps, steps_per_epoch, global_batch, first_step):
-        self.total_steps, self.steps_per_epoch, self.global_batch = total_steps, steps_per_epoch, global_batch
-        self.mark_step, self.mark_time = first_step, time.time()
-        self.timed_steps, self.timed_seconds = 0, 0.0
-        self.warm = False
-        self.losses, self.accuracies = [], []
-        self.last_accuracy = None
-
-    def add(self, loss, accuracy):
-        self.losses.append(loss)
-        self.accuracies.append(accuracy)
-
-    def pause(self, seconds):
-        """Leaves `seconds` spent outside training (validation) out of the speed and time-left figures."""
-        self.mark_time += seconds
-
-    def images_per_second(self):
-        if self.timed_seconds <= 0:
-            return None
-        return self.timed_steps * self.global_batch / self.timed_seconds
-
-    def line(self, step, learning_rate):
-        now = time.time()
-        steps, seconds = step - self.mark_step, now - self.mark_time
-        rate = steps * self.global_batch / seconds if seconds > 0 else 0.0
-        if self.warm:
-            self.timed_steps += steps
-            self.timed_seconds += seconds
-        self.warm = True
-        self.mark_step, self.mark_time = step, now
-        loss = sum(self.losses) / max(1, len(self.losses))
-        self.last_accuracy = sum(self.accuracies) / max(1, len(self.accuracies))
-        self.losses, self.accuracies = [], []
-        seconds_per_step = seconds / steps if steps else 0.0
-        return ("epoch %.2f step %d/%d loss %.4f top1 %.4f lr %.3g images/s %.1f time left %s" % (
-            step / self.steps_per_epoch, step, self.total_steps, loss, self.last_accuracy, learning_rate, rate,
-            _duration(seconds_per_step * (self.total_steps - step))))
-
-
-class Validation(object):
-    """In-training validation of the checkpoints just saved (on the chief), through evaluation.Evaluator as
-    test.py evaluates them: one log line, TensorBoard scalars in the `eval` run, the history in
-    TMP_MODEL_PATH, the best checkpoint in TMP_MODEL_PATH/best/ and the early-stopping decision."""
-
-    def __init__(self, evaluator, interval, patience, model_dir, log_dir, best_saver, settings, steps_per_epoch,
-                 start_step):
-        self.evaluator, self.interval, self.patience = evaluator, interval, patience
-        self.model_dir, self.best_saver, self.settings = model_dir, best_saver, settings
-        self.steps_per_epoch = steps_per_epoch
-        self.best_dir = _checked_folder(os.path.join(model_dir, training_policy.BEST_DIR), "TMP_MODEL_PATH/best")
-        self.writer = tf.summary.FileWriter(os.path.join(log_dir, "eval"))
-        self.history = training_policy.read_history(model_dir, start_step)
-        self.seconds = 0.0
-        self.last_top1 = None
-
-    def close(self):
-        """Ends the evaluation session and the `eval` summary writer."""
-        self.evaluator.close()
-        self.writer.close()
-
-    def due(self, step, total_steps):
-        return training_policy.is_evaluation_step(step, self.interval, total_steps)
-
-    def stop(self):
-        """True when early stopping says so; logs why."""
-        if not training_policy.should_stop_early(self.history, self.patience):
-            return False
-        best = training_policy.best_entry(self.history)
-        logging.info("early stopping: %d validations without a better top-1 than %.4f (step %d, kept in %s)",
-                     training_policy.evaluations_since_best(self.history), best["top1"], best["step"], self.best_dir)
-        return True
-
-    def run(self, sess, prefix, step):
-        """Evaluates checkpoint `prefix` (of step `step`, restored from disk as test.py would); saves a new
-        best into best/. Returns the seconds taken."""
-        start = time.time()
-        result = self.evaluator.run(prefix, checkpoint_reader.resolve_use_ema("auto", prefix))
-        entry = {"step": int(step), "epoch": round(step / self.steps_per_epoch, 3), "loss": result["loss"],
-                 "top1": result["top1"], "top5": result["top5"]}
-        best = training_policy.best_entry(self.history)
-        if best is None or entry["top1"] > best["top1"]:
-            self.best_saver.save(sess)
-            run_config.write(self.best_dir, **dict(self.settings, best_step=int(step), best_top1=result["top1"]))
-            run_config.copy_labels(self.best_dir, self.settings.get("labels_file"))
-            best = entry
-        self.history.append(entry)  # written last: a run killed before this redoes the validation
-        training_policy.write_history(self.model_dir, self.history)
-        _summary(self.writer, step, {"loss": result["loss"], "top1": result["top1"], "top5": result["top5"]})
-        self.writer.flush()
-        self.last_top1 = result["top1"]
-        seconds = time.time() - start
-        self.seconds += seconds
-        logging.info("validation: step %d epoch %.2f loss %.4f top1 %.4f top5 %.4f images/s %.1f (%d images, %.1f s); "
-                     "best top1 %.4f at step %d", step, entry["epoch"], result["loss"], result["top1"], result["top5"],
-                     result["images_per_second"], result["count"], seconds, best["top1"], best["step"])
-        return seconds
-
-
-def _duration(seconds):
-    minutes, seconds = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return "%d:%02d:%02d" % (hours, minutes, seconds)
-
-
-def _summary(writer, step, values):
-    if writer is None:  # not rank 0
-        return
-    writer.add_summary(tf.Summary(value=[tf.Summary.Value(tag=k, simple_value=v) for k, v in values.items()]),
-                       step)
-
-
-def _train_loop(sess, graph, train_op, is_chief, progress, writer, model_dir, stop, log_every, save_every,
-                validation=None):
-    """Runs train_op until global_step reaches the total, logging every log_every steps and saving (on the
-    chief) every save_every steps and at the end; returns the last step. `validation` (chief only) evaluates
-    the checkpoints it asks for and may stop the run early.
-
-    A SIGTERM/SIGINT recorded by `stop` (its `signum`) ends the loop after the running step, with a
-    checkpoint, as checkpoint_writer.Interrupted."""
-    total_steps = progress.total_steps
-    step = saved_step = progress.mark_step
-    if step >= total_steps:
-        logging.info("TMP_MODEL_PATH already holds step %d >= %d total steps: nothing to train", step, total_steps)
-    if validation is not None and validation.stop():
-        return step
-    while step < total_steps and stop.signum is None:
-        _, loss, accuracy, learning_rate = sess.run([train_op, graph.loss, graph.accuracy, graph.learning_rate])
-        step = sess.run(graph.global_step)
-        if not math.isfinite(loss):
-            raise TrainingError("loss is %s at step %d: lower --learning_rate; %s (resuming starts there)"
-                                % (loss, step, checkpoint_writer.last_good_text(model_dir)))
-        progress.add(loss, accuracy)
-        if step % log_every == 0 or step >= total_steps:
-            logging.info(progress.line(step, learning_rate))
-            _summary(writer, step, {"loss": loss, "train_top1": progress.last_accuracy,
-                                    "learning_rate": learning_rate})
-        validate = validation is not None and validation.due(step, total_steps)
-        if is_chief and (save_every > 0 and step % save_every == 0 or step >= total_steps or validate):
-            prefix = graph.saver.save(sess)
-            saved_step = step
-        if validate:
-            progress.pause(validation.run(sess, prefix, step))
-            if validation.stop():
-                break
-    if stop.signum is not None:
-        prefix = graph.saver.save(sess) if is_chief and step > saved_step else None
-        raise checkpoint_writer.Interrupted(stop.signum, step, prefix)
-    return step
-
-
 def _run_training(sess, graph, train_op, dev, progress, writer, model_dir, stop, data_path, label_offset,
                   num_classes, validation):
     """The loop, with input-pipeline failures explained as one DatasetError."""
     log_every = dev.round_to_loop(training_policy.log_interval(FLAGS.log_every_n_steps, progress.total_steps),
                                   "log_every_n_steps")
     save_every = dev.round_to_loop(FLAGS.save_checkpoints_steps, "save_checkpoints_steps")
-    with preprocess.pipeline_errors_explained(data_path, "train", label_offset, num_classes):
-        return _train_loop(sess, graph, train_op, dev.is_chief, progress, writer, model_dir, stop, log_every,
-                           save_every, validation)
+    input_errors = functools.partial(pipeline_errors.explained, data_path, "train", label_offset,
+                                     num_classes)
+    return loop.train_loop(sess, graph, train_op, dev.is_chief, progress, writer, model_dir, stop, log_every,
+                       save_every, validation, input_errors)
 
 
 def train():
@@ -413,8 +230,8 @@ def train():
     _check_flags()
     dev = device.resolve(training=True)
     logging.info("device: %s", dev.describe())
-    model_dir = _checked_folder(FLAGS.TMP_MODEL_PATH, "TMP_MODEL_PATH")
-    _checked_folder(FLAGS.TMP_LOG_PATH, "TMP_LOG_PATH")
+    model_dir = checked_folder(FLAGS.TMP_MODEL_PATH, "TMP_MODEL_PATH")
+    checked_folder(FLAGS.TMP_LOG_PATH, "TMP_LOG_PATH")
     # From here on SIGTERM/SIGINT only request a stop: the loop saves first (a signal during graph building
     # is acted on when the loop starts; after the last step it only changes the exit code).
     with checkpoint_writer.StopSignals() as stop:
@@ -427,8 +244,9 @@ def train():
             raise checkpoint_writer.Interrupted(stop.signum, step, None)
 
 
-def _validation(dev, model_dir, info, graph, settings, steps_per_epoch, total_steps, start_step):
-    """The in-training Validation the flags ask for (chief only), or None."""
+def _validation_interval(dev, info, steps_per_epoch, total_steps):
+    """(steps between in-training validations, 0 = none; whether there are validation records); a conflict
+    with --early_stopping_patience is an error here, before anything is written."""
     try:
         preprocess.find_record_files(FLAGS.TMP_DATA_PATH, "validation")
     except preprocess.DatasetError:
@@ -441,8 +259,14 @@ def _validation(dev, model_dir, info, graph, settings, steps_per_epoch, total_st
     if FLAGS.early_stopping_patience and (interval == 0 or dev.rank_size > 1):
         raise TrainingError("--early_stopping_patience needs validation on one device: pass "
                             "--eval_every_n_epochs (and TMP_DATA_PATH with validation-* records), or drop it")
+    return interval, bool(validation_images)
+
+
+def _validation(dev, model_dir, info, graph, settings, steps_per_epoch, total_steps, start_step, interval,
+                has_records):
+    """The in-training Validation the flags ask for (chief only), or None."""
     if interval == 0 or not dev.is_chief:
-        logging.info("no validation during training (%s)", "see --eval_every_n_epochs" if validation_images
+        logging.info("no validation during training (%s)", "see --eval_every_n_epochs" if has_records
                      else "no validation records")
         return None
     logging.info("validating every %d steps and at the end", interval)
@@ -456,14 +280,19 @@ def _validation(dev, model_dir, info, graph, settings, steps_per_epoch, total_st
 def _train(dev, model_dir, start_time, stop):
     """Builds the graph, restores or initializes, runs the loop and prints the ModelZoo summary lines;
     returns the last step."""
-    latest = _resume_checkpoint(model_dir)
+    latest = resume.resume_checkpoint(model_dir)
     weights_prefix = _pretrained_prefix(FLAGS.TMP_WEIGHTS_PATH)
     recorded = run_config.read(model_dir)
     model_name = (FLAGS.model_name or recorded.get("model_name")
+                  or (latest and checkpoint_reader.checkpoint_model_name(latest))
                   or (weights_prefix and checkpoint_reader.checkpoint_model_name(weights_prefix)) or "efficientnet-b0")
     info = preprocess.read_dataset_info(FLAGS.TMP_DATA_PATH)
     train_files = preprocess.find_record_files(FLAGS.TMP_DATA_PATH, "train")
     num_classes = _num_classes(info)
+    if latest:
+        resume.check_resume_fits(latest, model_dir, model_name, num_classes,
+                                 "--num_classes=%d" % FLAGS.num_classes if FLAGS.num_classes
+                                 else "the data in %s" % FLAGS.TMP_DATA_PATH)
     image_size = FLAGS.image_size or recorded.get("image_size") or efficientnet_builder.model_spec(
         model_name).resolution
     image_num = _train_image_count(train_files, info)
@@ -474,6 +303,12 @@ def _train(dev, model_dir, start_time, stop):
     logging.info("model %s, %d classes, image size %d, batch %d x %d device(s), %d images/epoch, %d steps "
                  "(%.2f epochs)", model_name, num_classes, image_size, FLAGS.batch_size, dev.rank_size, image_num,
                  total_steps, total_steps / steps_per_epoch)
+    interval, has_validation_records = _validation_interval(dev, info, steps_per_epoch, total_steps)
+    if interval and dev.is_chief:
+        training_policy.read_history(model_dir, 0)  # a damaged history is an error before anything is written
+    if dev.is_chief:
+        resume.remove_partial_saves(model_dir, model_dir)
+        resume.remove_partial_saves(os.path.join(model_dir, training_policy.BEST_DIR), model_dir)
 
     if FLAGS.seed is not None:
         tf.set_random_seed(FLAGS.seed + dev.rank_id)
@@ -482,7 +317,8 @@ def _train(dev, model_dir, start_time, stop):
     # Rank 0 alone writes summaries, run_config.json, checkpoints and the final-result lines.
     writer = tf.summary.FileWriter(FLAGS.TMP_LOG_PATH) if dev.is_chief else None
     with tf.Session(config=dev.session_config()) as sess:
-        logging.info(_restore_or_initialize(sess, graph, latest, model_dir, weights_prefix))
+        logging.info(resume.restore_or_initialize(sess, graph, latest, model_dir, weights_prefix,
+                                                   FLAGS.pretrained_weights))
         if dev.is_chief and latest:  # once restored: what a run killed before its retention left over goes
             checkpoint_writer.apply_retention(model_dir, FLAGS.keep_checkpoint_max, latest)
         if graph.broadcast is not None:
@@ -498,7 +334,9 @@ def _train(dev, model_dir, start_time, stop):
         train_op = dev.finalize_train_op(sess, graph.train_op)
         progress = ProgressLog(total_steps, steps_per_epoch, global_batch, sess.run(graph.global_step))
         validation = _validation(dev, model_dir, info, graph, settings, steps_per_epoch, total_steps,
-                                 progress.mark_step)
+                                 progress.mark_step, interval, has_validation_records)
+        if validation is not None and latest:
+            progress.pause(validation.catch_up(sess, latest, progress.mark_step, total_steps))
         step = _run_training(sess, graph, train_op, dev, progress, writer, model_dir, stop, FLAGS.TMP_DATA_PATH,
                              info["label_offset"], num_classes, validation)
     if validation is not None:
@@ -530,7 +368,8 @@ def main(argv):
         else:
             evaluation.main_from_flags()
     except (TrainingError, preprocess.DatasetError, checkpoint_reader.CheckpointError, device.DeviceError,
-            checkpoint_writer.CheckpointSaveError, checkpoint_writer.LockError) as error:
+            checkpoint_writer.CheckpointSaveError, checkpoint_writer.LockError, run_config.RunConfigError,
+            common_flags.FlagError, training_policy.HistoryError) as error:
         sys.exit("error: %s" % error)
     except checkpoint_writer.Interrupted as stopped:
         print(stopped, file=sys.stderr)

@@ -14,9 +14,12 @@
 # writes, every rank resumes from it). RANK_SIZE defaults to 8, JOB_ID to 10087. Options of this
 # script: --server_index=K (NPU: which server of the rank table this is, default 0; RANK_ID =
 # devices_per_server * K + i) and --bind_core (NPU: each process on its own share of the CPU cores).
-# Other flags go to train.py after the defaults, so they win. --learning_rate is the rate of the
-# global batch (batch_size x RANK_SIZE). Each rank logs to $TMP_LOG_PATH/train_<time>_rank<r>.log;
-# this terminal follows rank 0's. Rank 0 alone writes checkpoints, run_config.json and summaries.
+# The recipe is chosen as in train_1p.sh (--recipe=NAME, else by the data) and scaled to the global
+# batch (batch_size x RANK_SIZE): the demo recipe splits its global batch of 32 over the devices, the
+# others keep their batch per device; the learning rate follows the global batch linearly. Other flags
+# go to train.py after the recipe's, so they win; --learning_rate is the rate of the global batch.
+# Each rank logs to $TMP_LOG_PATH/train_<time>_rank<r>.log; this terminal follows rank 0's. Rank 0
+# alone writes checkpoints, run_config.json and summaries.
 set -eo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -27,35 +30,20 @@ TMP_WEIGHTS_PATH="${TMP_WEIGHTS_PATH:-$ROOT/weights}"   # pretrained checkpoint;
 export RANK_SIZE="${RANK_SIZE:-8}"
 export JOB_ID="${JOB_ID:-10087}"
 
-# The demo recipe of train_1p.sh (data/demo only) with the same global batch of 32, split over the
-# devices; when 32 does not divide evenly the learning rate follows the global batch linearly.
-DEMO_GLOBAL_BATCH=32
-DEMO_LEARNING_RATE=3e-3
-DEMO_ARGS=(--image_size=32 --optimizer=adam --lr_schedule=cosine --max_steps=1000 --min_crop_area=1.0
-           --norandom_flip --log_every_n_steps=100 --save_checkpoints_steps=500)
-
-fail() {
-  echo "[train_8p] error: $*" >&2
-  exit 1
-}
-
-server_index=0 bind_core=false device=auto
-train_args=()
-for arg in "$@"; do
-  case "$arg" in
-    --server_index=*) server_index="${arg#*=}" ;;
-    --bind_core|--bind_core=True|--bind_core=true) bind_core=true ;;
-    --bind_core=False|--bind_core=false) bind_core=false ;;
-    --device=*) device="${arg#*=}"; train_args+=("$arg") ;;
-    *) train_args+=("$arg") ;;
-  esac
-done
-[[ "$RANK_SIZE" =~ ^[1-9][0-9]*$ ]] || fail "RANK_SIZE=$RANK_SIZE must be a positive integer"
-
 # shellcheck disable=SC1091
 source "$ROOT/scripts/env.sh"
 # shellcheck disable=SC1091
-source "$ROOT/scripts/ranks.sh"
+source "$ROOT/scripts/lib/launcher.sh"
+# shellcheck disable=SC1091
+source "$ROOT/scripts/lib/ranks.sh"
+
+# --server_index and --bind_core are this script's; everything else, --device included, goes to train.py.
+device=auto user_args=()
+for arg in "$@"; do
+  rank_option "$arg" || user_args+=("$arg")
+  [[ "$arg" != --device=* ]] || device="${arg#*=}"
+done
+[[ "$RANK_SIZE" =~ ^[1-9][0-9]*$ ]] || fail "RANK_SIZE=$RANK_SIZE must be a positive integer"
 
 if [ "$device" = auto ]; then
   if "$PYTHON" -c 'import npu_bridge.npu_init' >/dev/null 2>&1; then device=npu; else device=horovod; fi
@@ -68,29 +56,18 @@ case "$device" in
   *) fail "--device=$device: use npu, gpu, cpu or auto" ;;
 esac
 
-_real_dir() { (cd "$1" 2>/dev/null && pwd -P); }
-recipe=()
-if [ "$(_real_dir "$TMP_DATA_PATH")" = "$(_real_dir "$ROOT/data/demo")" ]; then
-  batch=$(( DEMO_GLOBAL_BATCH / RANK_SIZE > 0 ? DEMO_GLOBAL_BATCH / RANK_SIZE : 1 ))
-  learning_rate="$(awk -v r="$DEMO_LEARNING_RATE" -v b="$(( batch * RANK_SIZE ))" -v g="$DEMO_GLOBAL_BATCH" \
-                   'BEGIN { printf "%g", r * b / g }')"
-  recipe=("${DEMO_ARGS[@]}" --batch_size="$batch" --learning_rate="$learning_rate")
-  recipe_yields_run_length "${train_args[@]}"
-fi
+resolve_train_args --data_path="$TMP_DATA_PATH" --rank_size="$RANK_SIZE" -- "${user_args[@]}"
 
 mkdir -p "$TMP_LOG_PATH"
 log_prefix="$TMP_LOG_PATH/train_$(date +%Y%m%d_%H%M%S)_rank"
 command=("$PYTHON" -u "$ROOT/train.py" --TMP_DATA_PATH="$TMP_DATA_PATH" --TMP_MODEL_PATH="$TMP_MODEL_PATH"
-         --TMP_LOG_PATH="$TMP_LOG_PATH" --TMP_WEIGHTS_PATH="$TMP_WEIGHTS_PATH" "${recipe[@]}" "${train_args[@]}")
-echo "[train_8p] $RANK_SIZE ranks | data: $TMP_DATA_PATH | model: $TMP_MODEL_PATH | weights: $TMP_WEIGHTS_PATH" \
-     "${recipe[*]:+| demo recipe: ${recipe[*]}}"
+         --TMP_LOG_PATH="$TMP_LOG_PATH" --TMP_WEIGHTS_PATH="$TMP_WEIGHTS_PATH" "${TRAIN_ARGS[@]}")
+echo "[train_8p] $RANK_SIZE ranks | data: $TMP_DATA_PATH | model: $TMP_MODEL_PATH | weights: $TMP_WEIGHTS_PATH"
+echo "[train_8p] recipe $RECIPE: train.py ${TRAIN_ARGS[*]}"
 if [ "$device" = npu ]; then
   echo "[train_8p] rank table: $RANK_TABLE_FILE, server $server_index: ranks ${RANK_IDS[*]} on devices ${DEVICE_IDS[*]}"
-  for i in "${!RANK_IDS[@]}"; do
-    cores=""
-    [ "$bind_core" = false ] || cores="$(ranks_cores "$i" "${#RANK_IDS[@]}")"
-    ranks_start_npu "${RANK_IDS[$i]}" "${DEVICE_IDS[$i]}" "$log_prefix${RANK_IDS[$i]}.log" "$cores" "${command[@]}"
-  done
+  rank_log() { echo "$log_prefix$1.log"; }
+  ranks_start_all_npu "$bind_core" rank_log "${command[@]}"
   first_rank="${RANK_IDS[0]}"
 else
   echo "[train_8p] Horovod on this machine (hosts ${HOROVOD_HOSTS:-localhost:$RANK_SIZE})"

@@ -23,7 +23,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-import preprocess  # pylint: disable=g-import-not-at-top,wrong-import-position
+import preprocess  # noqa: E402  (after the sys.path line above)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('image_size', 224, 'Training image size.')

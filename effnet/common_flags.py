@@ -17,6 +17,26 @@ flags.DEFINE_integer("image_size", 0, "Input resolution; 0 = the one recorded in
 flags.DEFINE_integer("batch_size", 64, "Images per step on each device.", lower_bound=1)
 
 
+class FlagError(ValueError):
+    """A flag value outside its range; the message names the flag and the range."""
+
+
+def problems():
+    """Sentences for the shared flags' values that cannot work (train.py adds its own)."""
+    found = []
+    for name in ("image_size", "num_classes"):
+        if getattr(flags.FLAGS, name) < 0:
+            found.append("--%s=%d must be positive (or 0 for the default)" % (name, getattr(flags.FLAGS, name)))
+    return found
+
+
+def check():
+    """FlagError naming every shared flag out of range."""
+    found = problems()
+    if found:
+        raise FlagError("; ".join(found))
+
+
 def quiet_tensorflow():
     """TensorFlow 1.15 prints dozens of deprecation notices about its own internals per run, each twice, and
     every INFO line twice (its own handler and absl's): the logs keep one copy of each line and no

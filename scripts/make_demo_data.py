@@ -22,7 +22,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-import make_tfrecords  # pylint: disable=g-import-not-at-top,wrong-import-position
+from effnet.data import photo_records  # noqa: E402  (after the sys.path line above)
 
 IMAGE_SIZE = 32
 VALIDATION_FRACTION = 0.2
@@ -55,12 +55,12 @@ def write_pngs(images, labels, folder):
 
 
 def make_demo_data(output_dir, overwrite=False):
-    """Generates the demo records into output_dir; returns make_tfrecords.convert's summary."""
+    """Generates the demo records into output_dir; returns photo_records.convert's summary."""
     images, labels = load_digits()
     work_dir = tempfile.mkdtemp(prefix='digits_png_')
     try:
         write_pngs(images, labels, work_dir)
-        return make_tfrecords.convert(
+        return photo_records.convert(
             work_dir,
             output_dir,
             validation_fraction=VALIDATION_FRACTION,
@@ -91,7 +91,7 @@ def main(argv):
     except (ValueError, IOError) as e:
         print('error: %s' % e, file=sys.stderr)
         sys.exit(1)
-    print('demo data: ' + make_tfrecords.describe(summary))
+    print('demo data: ' + photo_records.describe(summary))
 
 
 if __name__ == '__main__':

@@ -6,8 +6,6 @@
 #   python3 scripts/make_rank_table.py --output=rank_table_8p.json
 #   RANK_TABLE_FILE=$PWD/rank_table_8p.json bash test/train_full_8p.sh --data_path=/data/imagenet_tfrecords
 #
-# Per-device logs: test/output/<device>/train_<device>.log. The options and the implementation are
-# those of train_full_1p.sh (see --help), which runs one process per device because this script's
-# name does not hold "_1p".
-# shellcheck disable=SC1091
-source "$(dirname "${BASH_SOURCE[0]}")/train_full_1p.sh"
+# Per-device logs: test/output/<device>/train_<device>.log. Options: bash test/train_full_8p.sh --help.
+# Implementation: scripts/modelzoo_test.sh.
+exec bash "$(dirname "${BASH_SOURCE[0]}")/../scripts/modelzoo_test.sh" acc 8p "$@"

@@ -5,6 +5,5 @@
 #
 #   RANK_TABLE_FILE=$PWD/rank_table_8p.json bash test/train_performance_8p.sh --data_path=/data/imagenet_tfrecords
 #
-# The options and the implementation are those of train_full_1p.sh (see --help).
-# shellcheck disable=SC1091
-source "$(dirname "${BASH_SOURCE[0]}")/train_full_1p.sh"
+# Options: bash test/train_performance_8p.sh --help. Implementation: scripts/modelzoo_test.sh.
+exec bash "$(dirname "${BASH_SOURCE[0]}")/../scripts/modelzoo_test.sh" perf 8p "$@"

@@ -23,8 +23,8 @@ def real_lite0_pth(cache_dir=CACHE_DIR):
 def convert_real_lite0(output_folder):
     """Converts the real Lite0 weights into <output_folder>/efficientnet-lite0/model.ckpt (in-process);
     returns that checkpoint's folder."""
-    import convert_weights
+    from effnet.weights import converter
 
     folder = os.path.join(str(output_folder), "efficientnet-lite0")
-    convert_weights.convert(real_lite0_pth(), output=os.path.join(folder, "model.ckpt"), log=lambda *a: None)
+    converter.convert(real_lite0_pth(), output=os.path.join(folder, "model.ckpt"), log=lambda *a: None)
     return folder

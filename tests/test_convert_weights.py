@@ -22,7 +22,7 @@ import tensorflow.compat.v1 as tf
 
 from conftest import DEMO_DATA, FIXTURE_DIR, REPO_ROOT, relative_error, run_python
 from effnet.checkpoints import checkpoint_reader
-import convert_weights
+from effnet.weights import converter
 import freeze_graph
 import predict
 import pretrained_weights
@@ -88,7 +88,7 @@ def logits_of():
 def _convert(sources, name, tmp_path, **kwargs):
     entry = sources[0]["sources"][name]
     kwargs.setdefault("timm_model", entry["timm_model"])
-    return convert_weights.convert(entry["file"], str(tmp_path / name / "model.ckpt"), entry["model_name"],
+    return converter.convert(entry["file"], str(tmp_path / name / "model.ckpt"), entry["model_name"],
                                    log=lambda line: None, **kwargs)
 
 
@@ -106,7 +106,7 @@ def test_converted_weights_give_the_source_logits(sources, logits_of, name, tmp_
 
 
 def test_symmetric_padding_weights_are_refused_because_they_disagree(sources, logits_of, tmp_path):
-    with pytest.raises(convert_weights.ConversionError, match="symmetric padding"):
+    with pytest.raises(converter.WeightsConversionError, match="symmetric padding"):
         _convert(sources, "timm_efficientnet_b0", tmp_path)
     # Converted anyway (claimed to be the tf_ variant), they give visibly different logits.
     prefix, model_name, _ = _convert(sources, "timm_efficientnet_b0", tmp_path, timm_model="tf_efficientnet_b0")
@@ -118,8 +118,8 @@ def test_symmetric_padding_weights_are_refused_because_they_disagree(sources, lo
 def test_timm_weights_without_a_model_name_ask_for_it(sources, tmp_path):
     anonymous = str(tmp_path / "model.safetensors")
     shutil.copy(sources[0]["sources"]["timm_tf_efficientnet_b0"]["file"], anonymous)
-    with pytest.raises(convert_weights.ConversionError, match="--timm_model=") as error:
-        convert_weights.convert(anonymous, str(tmp_path / "out" / "model.ckpt"))
+    with pytest.raises(converter.WeightsConversionError, match="--timm_model=") as error:
+        converter.convert(anonymous, str(tmp_path / "out" / "model.ckpt"))
     assert "\n" not in str(error.value)
 
 
@@ -152,8 +152,8 @@ def _edited(pytorch_b0, tmp_path, edit):
 
 
 def _conversion_error(path, tmp_path, **kwargs):
-    with pytest.raises(convert_weights.ConversionError) as error:
-        convert_weights.convert(path, str(tmp_path / "out" / "model.ckpt"), log=lambda line: None, **kwargs)
+    with pytest.raises(converter.WeightsConversionError) as error:
+        converter.convert(path, str(tmp_path / "out" / "model.ckpt"), log=lambda line: None, **kwargs)
     message = str(error.value)
     assert "\n" not in message
     return message
@@ -184,7 +184,7 @@ def test_wrong_model_name_and_existing_output(sources, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "model.ckpt.index").write_bytes(b"an earlier checkpoint")
     assert "--overwrite" in _conversion_error(source, tmp_path)
-    convert_weights.convert(source, str(tmp_path / "out" / "model.ckpt"), overwrite=True, log=lambda line: None)
+    converter.convert(source, str(tmp_path / "out" / "model.ckpt"), overwrite=True, log=lambda line: None)
 
 
 class _CreatesMarker(object):
@@ -207,8 +207,8 @@ def test_malicious_pickles_run_nothing(tmp_path):
             collections.OrderedDict([("_conv_stem.weight", _CreatesMarker(marker))]), protocol=2))
     assert "os" in pickle.dumps(_CreatesMarker(marker)).decode("latin-1")  # the payload is really there
 
-    with pytest.raises(convert_weights.ConversionError, match="could run code"):
-        convert_weights.convert(str(archive), str(tmp_path / "out" / "model.ckpt"))
+    with pytest.raises(converter.WeightsConversionError, match="could run code"):
+        converter.convert(str(archive), str(tmp_path / "out" / "model.ckpt"))
     result = run_python(["convert_weights.py", "--source=%s" % legacy, "--output=%s" % (tmp_path / "out" / "m")])
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr

@@ -176,9 +176,63 @@ def test_npu_dump_profiling_and_mixlist_options(npu, tmp_path, monkeypatch):
                                                                   "task_trace": "on"}
 
 
+def test_npu_fusion_switch_mixlist_and_auto_tune_reach_the_session(npu, tmp_path, monkeypatch):
+    """The shipped configs/ files, given relative to the working directory, reach the adapter as absolute
+    paths; the double's Session accepts the options (known keys, types, existing absolute files)."""
+    monkeypatch.chdir(REPO_ROOT)
+    flags_obj = device_flags(device="npu", modify_mixlist="configs/ops_info.json",
+                             fusion_switch_file="configs/fusion_switch.cfg", auto_tune=True)
+    config = device.resolve(flags_obj).session_config()
+    with tf.Graph().as_default(), tf.Session(config=config):
+        pass
+    (recorded,) = npu.session_configs()
+    options = npu_options(recorded)
+    assert options["modify_mixlist"].s.decode() == os.path.join(REPO_ROOT, "configs", "ops_info.json")
+    assert options["fusion_switch_file"].s.decode() == os.path.join(REPO_ROOT, "configs", "fusion_switch.cfg")
+    assert options["auto_tune_mode"].s == b"RL,GA"
+    plain = npu_options(device.resolve(device_flags(device="npu")).session_config())
+    assert not {"modify_mixlist", "fusion_switch_file", "auto_tune_mode"} & set(plain)
+
+
+def test_shipped_configs_have_the_adapter_shapes():
+    with open(os.path.join(REPO_ROOT, "configs", "ops_info.json")) as f:
+        mixlist = json.load(f)
+    assert mixlist == {"black-list": {"to-add": ["Mul", "Cast"]},
+                       "white-list": {"to-add": ["ReduceMean", "ReduceMeanD"]}}
+    with open(os.path.join(REPO_ROOT, "configs", "fusion_switch.cfg")) as f:
+        switch = json.load(f)["Switch"]
+    assert switch["GraphFusion"] == {"ConvToFullyConnectionFusionPass": "off"} and switch["UBFusion"] == {}
+
+
+@pytest.mark.parametrize("device_name", ["npu", "cpu"])
+@pytest.mark.parametrize("name", ["modify_mixlist", "fusion_switch_file"])
+def test_missing_npu_file_is_an_error_on_every_device(npu, tmp_path, monkeypatch, device_name, name):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DeviceError) as error:
+        device.resolve(device_flags(device=device_name, **{name: "missing.cfg"}))
+    assert str(error.value).startswith("--%s file not found: missing.cfg (resolved from %s)" % (name, tmp_path))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("fusion_switch_file", b"configs/fusion_switch.cfg", "existing absolute path"),
+    ("auto_tune_mode", b"RL,XX", "use RL, GA"),
+    ("auto_tune", b"RL,GA", "unknown option"),
+])
+def test_double_rejects_what_the_adapter_would_not_take(npu, key, value, message):
+    config = tf.ConfigProto()
+    custom = config.graph_options.rewrite_options.custom_optimizers.add()
+    custom.name = "NpuOptimizer"
+    custom.parameter_map[key].s = value
+    with tf.Graph().as_default(), pytest.raises(ValueError, match=message):
+        tf.Session(config=config)
+    custom.parameter_map.clear()
+    custom.parameter_map["use_off_line"].i = 1
+    with tf.Graph().as_default(), pytest.raises(ValueError, match="must be of type b"):
+        tf.Session(config=config)
+
+
 @pytest.mark.parametrize("overrides, message", [
     (dict(modify_mixlist="mixlist.json", precision_mode="force_fp32"), "allow_mix_precision"),
-    (dict(modify_mixlist="missing.json"), "file not found"),
     (dict(over_dump=True), "--over_dump needs --over_dump_path"),
     (dict(over_dump=True, over_dump_path="a", data_dump_flag=True, data_dump_path="b"), "same directory"),
     (dict(data_dump_flag=True, data_dump_path="d", data_dump_step="5,10"), "data_dump_step"),

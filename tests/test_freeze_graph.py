@@ -1,5 +1,6 @@
 """freeze_graph.py and checkpoint_reader.py against the official B0 checkpoint and its golden outputs."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -252,3 +253,37 @@ def test_cli_bad_checkpoint_is_one_line_error(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: checkpoint not found: ")
+
+
+def test_cli_never_overwrites_an_input_and_replaces_a_file_only_with_overwrite(golden, tmp_path):
+    """Issue #23: --output=<the checkpoint's own .index> once left a .pb where the index was."""
+    folder = tmp_path / "ckpt"
+    shutil.copytree(os.path.dirname(golden["prefix"]), str(folder))
+    index = folder / (os.path.basename(golden["prefix"]) + ".index")
+    original = index.read_bytes()
+
+    def freeze_cli(*extra):
+        return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "freeze_graph.py"), "--checkpoint=%s" % folder,
+                               "--image_size=32"] + list(extra),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+
+    for extra in ([], ["--overwrite"]):
+        proc = freeze_cli("--output=%s" % index, *extra)
+        assert proc.returncode == 1
+        assert proc.stderr.strip().splitlines()[-1] == (
+            "error: %s is an input of this export (%s): pass another --output" % (index, index.name))
+        assert index.read_bytes() == original
+    assert sorted(os.listdir(str(folder))) == sorted(os.listdir(os.path.dirname(golden["prefix"])))
+
+    existing = tmp_path / "notes.pb"
+    existing.write_text("mine")
+    proc = freeze_cli("--output=%s" % existing)
+    assert proc.returncode == 1 and existing.read_text() == "mine"
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: %s already exists: pass another --output, or --overwrite to replace it" % existing)
+    proc = freeze_cli("--output=%s" % existing, "--overwrite")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    graph_def = tf.GraphDef()
+    graph_def.ParseFromString(existing.read_bytes())
+    assert "logits" in {node.name for node in graph_def.node}
+    assert sorted(os.listdir(str(tmp_path))) == ["ckpt", "notes.pb"]  # no temporary file left behind

@@ -1,12 +1,14 @@
 """The shell launchers end to end on the demo data with tiny step counts: train_1p.sh, test_1p.sh and
 the ModelZoo test scripts (final-result lines, ${CaseName}.log, errors), on CPU and through the
 npu_bridge test double."""
+import base64
 import json
 import os
 import re
 import subprocess
 
 import pytest
+import tensorflow.compat.v1 as tf
 
 from conftest import DEMO_DATA, NPU_DOUBLE_DIR, REPO_ROOT, read_case_log
 
@@ -59,6 +61,12 @@ def test_train_1p_writes_checkpoints_and_log(trained):
     with open(os.path.join(paths["TMP_LOG_PATH"], logs[0])) as f:
         log = f.read()
     assert log.startswith("[train_1p] data: %s | model: %s" % (DEMO_DATA, paths["TMP_MODEL_PATH"]))
+    # The demo recipe, its learning rate scaled to the batch of 8 and its --max_steps replaced by --epochs.
+    (flags_line,) = [line for line in log.splitlines() if line.startswith("[train_1p] recipe demo: train.py ")]
+    flags = flags_line.split()[4:]
+    assert "--image_size=32" in flags and "--learning_rate=0.00075" in flags
+    assert not [flag for flag in flags if flag.startswith("--max_steps")]
+    assert flags[-len(TINY_TRAIN):] == TINY_TRAIN
     assert "step 4/4 loss" in log and "Final Performance images/sec :" in log
     assert "Final Performance images/sec :" in output  # tee: the terminal gets it too
     # The package's own lines, not screens of TensorFlow deprecation notices or doubled INFO lines.
@@ -90,11 +98,15 @@ def test_train_full_1p_on_cpu(tmp_path):
                               ["--data_path=%s" % DEMO_DATA, "--train_steps=4", "--output_path=%s" % out,
                                "--batch_size=16"], tmp_path)
     assert code == 0, output[-3000:]
+    (flags_line,) = [line for line in output.splitlines() if line.startswith("[train_full_1p.sh] recipe demo: ")]
+    assert {"--batch_size=16", "--learning_rate=0.0015", "--max_steps=4", "--log_every_n_steps=1"} <= set(
+        flags_line.split()[4:])
     lines = final_result(output)
     assert re.match(r"Final Performance images/sec : \d+\.\d+$", lines[0]), lines
     assert re.match(r"Final Train Accuracy : \d\.\d{4}$", lines[1]), lines
     assert re.match(r"E2E Training Duration sec : \d+$", lines[2]), lines
     assert COMPILED_LINE not in output and "[Warning] the device was npu" not in output
+    assert "[Warning] the model was not compiled on the Ascend AI processor: this run used cpu" in output
     case_name = "%s_bs16_1p_acc" % NETWORK
     case = read_case_log(str(out / (case_name + ".log")))
     assert list(case) == ["Network", "RankSize", "BatchSize", "DeviceType", "CaseName", "ActualFPS",
@@ -119,10 +131,22 @@ def test_train_performance_1p_through_npu_double(tmp_path):
     earlier = out / "ckpt"
     earlier.mkdir(parents=True)
     (earlier / "checkpoint").write_text("earlier run")
+    calls_dir = tmp_path / "calls"
+    calls_dir.mkdir()
     code, output = run_script("test/train_performance_1p.sh",
                               ["--data_path=%s" % DEMO_DATA, "--train_steps=4", "--output_path=%s" % out,
-                               "--over_dump=True", "--profiling"], tmp_path, {"PYTHONPATH": NPU_DOUBLE_DIR})
+                               "--over_dump=True", "--profiling", "--use_mixlist=True", "--fusion_off_flag=True",
+                               "--auto_tune=True"], tmp_path,
+                              {"PYTHONPATH": NPU_DOUBLE_DIR, "NPU_DOUBLE_CALLS_DIR": str(calls_dir)})
     assert code == 0, output[-3000:]
+    with open(str(calls_dir / "calls_rank0.json")) as f:
+        (config,) = [tf.ConfigProto.FromString(base64.b64decode(kwargs["config"]["proto"]))
+                     for name, kwargs in json.load(f) if name == "Session"]
+    (custom,) = config.graph_options.rewrite_options.custom_optimizers
+    options = custom.parameter_map
+    assert options["modify_mixlist"].s.decode() == os.path.join(REPO_ROOT, "configs", "ops_info.json")
+    assert options["fusion_switch_file"].s.decode() == os.path.join(REPO_ROOT, "configs", "fusion_switch.cfg")
+    assert options["auto_tune_mode"].s == b"RL,GA"
     lines = final_result(output)
     assert re.match(r"Final Performance images/sec : \d+\.\d+$", lines[0]), lines
     assert re.match(r"E2E Training Duration sec : \d+$", lines[1]), lines
@@ -143,6 +167,10 @@ def test_train_performance_1p_through_npu_double(tmp_path):
     (["--data_path=%s" % DEMO_DATA, "--over_dump=maybe"], '[Error] para "over_dump" must be True or False'),
     (["--data_path=%s" % DEMO_DATA, "--train_steps=4", "--train_epochs=1"], "not both"),
     (["--data_path=%s" % DEMO_DATA, "positional"], '[Error] unexpected argument "positional"'),
+    (["--data_path=%s" % DEMO_DATA, "--use_mixlist=True", "--mixlist_file=none.json"],
+     "[Error] mixlist_file none.json not found"),
+    (["--data_path=%s" % DEMO_DATA, "--fusion_off_flag=True", "--fusion_off_file=none.cfg"],
+     "[Error] fusion_off_file none.cfg not found"),
 ])
 def test_test_scripts_reject_bad_arguments(tmp_path, args, message):
     for script in ("test/train_full_1p.sh", "test/train_performance_1p.sh"):
@@ -151,19 +179,52 @@ def test_test_scripts_reject_bad_arguments(tmp_path, args, message):
         assert not os.path.exists(str(tmp_path / "train_0.log"))
 
 
-def test_demo_recipe_is_the_same_in_every_launcher():
-    def demo_args(script):
-        with open(os.path.join(REPO_ROOT, script)) as f:
-            match = re.search(r"^DEMO_ARGS=\((.*?)\)$", f.read(), re.M | re.S)
-        assert match, script
-        return match.group(1).split()
-
-    assert demo_args("train_1p.sh") == demo_args("test/train_full_1p.sh")
-    assert "--image_size=32" in demo_args("train_1p.sh")
-
-
 def test_modelzoo_level_lines():
     with open(os.path.join(REPO_ROOT, "modelzoo_level.txt")) as f:
         entries = dict(line.strip().split(":") for line in f if line.strip())
-    assert set(entries) >= {"FuncStatus", "PrecisionStatus", "PerfStatus"}
+    assert set(entries) >= {"FuncStatus", "PrecisionStatus", "PerfStatus", "GPUStatus", "NPUMigrationStatus",
+                            "AutoTune", "ModelConvert", "QuantStatus"}
     assert set(entries.values()) <= {"OK", "POK", "NOK"}
+
+
+@pytest.mark.parametrize("kind, device, compiled", [("acc", "npu", True), ("perf", "cpu", False),
+                                                     ("acc", "npu", False)])
+def test_modelzoo_result_block_and_case_log(tmp_path, capsys, kind, device, compiled):
+    from effnet.launch import modelzoo_result
+    log = tmp_path / "train_0.log"
+    log.write_text("\n".join([
+        "I1201 device: device=%s precision=fp32 iterations_per_loop=1 rank=0/2 mode=train" % device,
+        "I1201 step 1/3 loss 2.5000 lr 0.1",
+        "I1201 step 2/3 loss 2.2500 lr 0.1",
+        COMPILED_LINE if compiled else "",
+        "I1201 step 3/3 loss 2.0000 lr 0.1",
+        "Final Performance images/sec : 99.5",
+        "Final Performance images/sec : 100.0",
+        "Top-1 acc: 0.1234"]) + "\n")
+    result = modelzoo_result.report(str(log), kind, 2, 16, 42, str(tmp_path), "train_full_8p.sh")
+    out = capsys.readouterr().out.splitlines()
+    case_name = "%s_bs16_2p_%s" % (NETWORK, kind)
+    assert result == str(tmp_path / (case_name + ".log"))
+    case = read_case_log(result)
+    assert case["ActualFPS"] == "100.0" and case["TrainingTime"] == "320.00"  # 16 x 2 x 1000 / 100
+    assert case["ActualLoss"] == "2.0000" and case["E2ETrainingTime"] == "42" and case["RankSize"] == "2"
+    assert ("TrainAccuracy" in case) == (kind == "acc") and case.get("TrainAccuracy", "0.1234") == "0.1234"
+    assert (tmp_path / (case_name + "_loss.txt")).read_text().split() == ["2.5000", "2.2500", "2.0000"]
+    block = out[out.index("------------------ Final result ------------------") + 1:]
+    assert block[0] == "Final Performance images/sec : 100.0"
+    assert block[1] == ("Final Train Accuracy : 0.1234" if kind == "acc" else "E2E Training Duration sec : 42")
+    warnings = [line for line in out if line.startswith("[Warning]")]
+    if device == "cpu":
+        assert warnings == ["[Warning] the model was not compiled on the Ascend AI processor: this run used cpu"]
+    else:
+        assert len(warnings) == (0 if compiled else 1) and all("the device was npu" in w for w in warnings)
+
+
+def test_modelzoo_result_without_images_per_second(tmp_path, capsys):
+    from effnet.launch import modelzoo_result
+    log = tmp_path / "train_0.log"
+    log.write_text("I1201 step 1/1 loss 2.5000 lr 0.1\n")
+    case = read_case_log(modelzoo_result.report(str(log), "perf", 1, 8, 3, str(tmp_path), "x"))
+    assert case["ActualFPS"] == "n/a" and case["TrainingTime"] == "n/a"
+    out = capsys.readouterr().out
+    assert "[Warning] no images/sec in the log" in out and "this run used an unknown device" in out

@@ -11,7 +11,7 @@ from PIL import Image
 import pytest
 import tensorflow.compat.v1 as tf
 
-import make_tfrecords
+from effnet.data import photo_records
 import preprocess
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,12 +67,12 @@ def read_examples(files):
 
 def test_convert_mixed_formats_round_trip(image_tree, tmp_path):
     output_dir = str(tmp_path / 'records')
-    summary = make_tfrecords.convert(
+    summary = photo_records.convert(
         image_tree, output_dir, validation_fraction=0.25, train_shards=2, validation_shards=1, num_workers=2, seed=3
     )
     assert summary['skipped'] == [os.path.join(image_tree, 'cat', 'broken.jpg')]
     # Per class round(n * 0.25) held out: cat 7 -> 2, dog 4 -> 1, emu 4 -> 1; minus the corrupt file.
-    _, planned = make_tfrecords._split(make_tfrecords._list_classes(image_tree), 0.25, 3)
+    _, planned = photo_records._split(photo_records._list_classes(image_tree), 0.25, 3)
     assert [label for _, label, _ in planned] == [0, 0, 1, 2]
     readable = [path for path, _, _ in planned if not path.endswith('broken.jpg')]
     assert summary['num_examples'] == {'train': 14 - len(readable), 'validation': len(readable)}
@@ -137,23 +137,23 @@ def _read_all(dataset):
 
 def test_split_is_stratified_and_seeded(tmp_path):
     classes = [('a', ['a/%02d.png' % i for i in range(20)]), ('b', ['b/%02d.png' % i for i in range(9)])]
-    train, validation = make_tfrecords._split(classes, 0.2, seed=7)
+    train, validation = photo_records._split(classes, 0.2, seed=7)
     assert [label for _, label, _ in validation].count(0) == 4
     assert [label for _, label, _ in validation].count(1) == 2
     assert len(train) == 23
-    assert make_tfrecords._split(classes, 0.2, seed=7) == (train, validation)
-    assert make_tfrecords._split(classes, 0.2, seed=8) != (train, validation)
+    assert photo_records._split(classes, 0.2, seed=7) == (train, validation)
+    assert photo_records._split(classes, 0.2, seed=8) != (train, validation)
 
 
 def test_rerun_needs_overwrite_which_replaces_only_records(image_tree, tmp_path):
     output_dir = str(tmp_path / 'records')
-    make_tfrecords.convert(image_tree, output_dir, train_shards=3, validation_shards=1, num_workers=1)
+    photo_records.convert(image_tree, output_dir, train_shards=3, validation_shards=1, num_workers=1)
     keep = os.path.join(output_dir, 'my_notes.txt')
     with open(keep, 'w') as f:
         f.write('mine')
-    with pytest.raises(make_tfrecords.ConversionError, match='--overwrite'):
-        make_tfrecords.convert(image_tree, output_dir, train_shards=2, validation_shards=1)
-    summary = make_tfrecords.convert(image_tree, output_dir, train_shards=2, validation_shards=1, overwrite=True)
+    with pytest.raises(photo_records.RecordsConversionError, match='--overwrite'):
+        photo_records.convert(image_tree, output_dir, train_shards=2, validation_shards=1)
+    summary = photo_records.convert(image_tree, output_dir, train_shards=2, validation_shards=1, overwrite=True)
     assert sorted(os.listdir(output_dir)) == [
         'dataset_info.json',
         'labels.txt',
@@ -169,7 +169,7 @@ def test_rerun_needs_overwrite_which_replaces_only_records(image_tree, tmp_path)
 
 def test_output_is_deterministic(image_tree, tmp_path):
     for name in ('one', 'two'):
-        make_tfrecords.convert(
+        photo_records.convert(
             image_tree,
             str(tmp_path / name),
             validation_fraction=0.25,
@@ -185,24 +185,24 @@ def test_output_is_deterministic(image_tree, tmp_path):
 
 def test_bad_input_folders_are_clear_errors(tmp_path):
     output_dir = str(tmp_path / 'out')
-    with pytest.raises(make_tfrecords.ConversionError, match='does not exist'):
-        make_tfrecords.convert(str(tmp_path / 'missing'), output_dir)
+    with pytest.raises(photo_records.RecordsConversionError, match='does not exist'):
+        photo_records.convert(str(tmp_path / 'missing'), output_dir)
     empty = tmp_path / 'empty'
     empty.mkdir()
-    with pytest.raises(make_tfrecords.ConversionError, match='no class subfolders'):
-        make_tfrecords.convert(str(empty), output_dir)
+    with pytest.raises(photo_records.RecordsConversionError, match='no class subfolders'):
+        photo_records.convert(str(empty), output_dir)
     (empty / 'loose.jpg').write_bytes(b'')
-    with pytest.raises(make_tfrecords.ConversionError, match='no class subfolders'):
-        make_tfrecords.convert(str(empty), output_dir)
+    with pytest.raises(photo_records.RecordsConversionError, match='no class subfolders'):
+        photo_records.convert(str(empty), output_dir)
     (empty / 'cat').mkdir()
     (empty / 'cat' / 'readme.txt').write_text('x')
-    with pytest.raises(make_tfrecords.ConversionError, match='cat has no images'):
-        make_tfrecords.convert(str(empty), output_dir)
+    with pytest.raises(photo_records.RecordsConversionError, match='cat has no images'):
+        photo_records.convert(str(empty), output_dir)
     save(noise('RGB'), str(empty / 'cat' / 'a.png'))
-    with pytest.raises(make_tfrecords.ConversionError, match='inside the input folder'):
-        make_tfrecords.convert(str(empty), str(empty / 'records'))
-    with pytest.raises(make_tfrecords.ConversionError, match='validation_fraction'):
-        make_tfrecords.convert(str(empty), output_dir, validation_fraction=1.0)
+    with pytest.raises(photo_records.RecordsConversionError, match='inside the input folder'):
+        photo_records.convert(str(empty), str(empty / 'records'))
+    with pytest.raises(photo_records.RecordsConversionError, match='validation_fraction'):
+        photo_records.convert(str(empty), output_dir, validation_fraction=1.0)
     assert not os.path.exists(output_dir)
 
 
@@ -234,6 +234,6 @@ def test_command_line(image_tree, tmp_path):
 
 
 def test_unbalanced_classes_are_named():
-    assert make_tfrecords.unbalanced_warning({'cat': 30, 'dog': 10}) is None
-    warning = make_tfrecords.unbalanced_warning({'cat': 31, 'dog': 10, 'emu': 12})
+    assert photo_records.unbalanced_warning({'cat': 30, 'dog': 10}) is None
+    warning = photo_records.unbalanced_warning({'cat': 31, 'dog': 10, 'emu': 12})
     assert warning.startswith('unbalanced classes: cat has 31 images, dog only 10 (more than 3x)')

@@ -524,17 +524,3 @@ def test_cpu_ranks_without_horovod_are_one_clear_error(tmp_path, no_horovod):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "horovod.tensorflow does not import" in errors[0] and INSTALL_HINT in errors[0]
     assert "Traceback" not in result.stderr
-
-
-def test_train_8p_demo_recipe_is_train_1p_s_over_the_global_batch():
-    def assignments(script):
-        with open(os.path.join(REPO_ROOT, script)) as handle:
-            text = handle.read()
-        demo = re.search(r"^DEMO_ARGS=\((.*?)\)$", text, re.M | re.S).group(1).split()
-        return demo, dict(re.findall(r"^(DEMO_[A-Z_]+)=([^\s(]+)$", text, re.M))
-
-    one, _ = assignments("train_1p.sh")
-    many, values = assignments("train_8p.sh")
-    one_values = dict(arg[2:].split("=", 1) for arg in one if arg.startswith(("--batch_size=", "--learning_rate=")))
-    assert sorted(arg for arg in one if not arg.startswith(("--batch_size=", "--learning_rate="))) == sorted(many)
-    assert values == {"DEMO_GLOBAL_BATCH": one_values["batch_size"], "DEMO_LEARNING_RATE": one_values["learning_rate"]}

@@ -25,10 +25,13 @@ from effnet.checkpoints import checkpoint_writer
 from effnet.devices import device
 from effnet.evaluation import evaluation
 import freeze_graph
-import make_tfrecords
+from effnet.data import photo_records
 import preprocess
+from effnet.data import pipeline_errors
 from effnet.checkpoints import run_config
-import train
+from effnet.training import loop
+from effnet.training.progress import ProgressLog
+from effnet.training.errors import TrainingError
 
 
 class TinyModel(object):
@@ -210,10 +213,10 @@ def _loop(model, tmp_path, stop_at=None, nan_from=None, total=10):
             loss = tf.where(step >= (nan_from or total + 1), np.nan, 1.0)
         graph = types.SimpleNamespace(loss=loss, accuracy=tf.constant(0.5), learning_rate=tf.constant(0.1),
                                       global_step=model.global_step, saver=model.saver)
-    progress = train.ProgressLog(total, 10.0, 8, 0)
+    progress = ProgressLog(total, 10.0, 8, 0)
     writer = types.SimpleNamespace(add_summary=lambda *args: None)
     stop = _StopAtStep(model, stop_at or total + 1)
-    return train._train_loop(model.sess, graph, train_op, True, progress, writer, str(tmp_path / "model"), stop,
+    return loop.train_loop(model.sess, graph, train_op, True, progress, writer, str(tmp_path / "model"), stop,
                              log_every=1, save_every=2)
 
 
@@ -229,7 +232,7 @@ def test_loop_saves_on_a_stop_request_under_the_step_it_holds(tmp_path):
 
 def test_loop_names_the_last_good_checkpoint_on_a_non_finite_loss(tmp_path):
     model = TinyModel(tmp_path / "model")
-    with pytest.raises(train.TrainingError, match=r"loss is nan at step 5: lower --learning_rate; the last good "
+    with pytest.raises(TrainingError, match=r"loss is nan at step 5: lower --learning_rate; the last good "
                                                   r"checkpoint is .*model.ckpt-4 \(resuming starts there\)"):
         _loop(model, tmp_path, nan_from=5)
     assert saved_checkpoint_steps(tmp_path / "model") == [2, 4]
@@ -293,7 +296,7 @@ def _pipeline_error(data_path, split, num_classes, label_offset=None):
             with tf.Session() as sess:
                 for _ in range(60):
                     sess.run(batch)
-    explained = preprocess.explain_pipeline_error(caught.value, str(data_path), split, offset, num_classes)
+    explained = pipeline_errors.explain(caught.value, str(data_path), split, offset, num_classes)
     assert isinstance(explained, preprocess.DatasetError), caught.value.message
     return str(explained)
 
@@ -368,8 +371,8 @@ def test_failed_conversion_keeps_the_old_records(tmp_path):
     output = tmp_path / "records"
     output.mkdir()
     (output / "train-00000-of-00001").write_bytes(b"old records")
-    with pytest.raises(make_tfrecords.ConversionError, match=r"class folder\(s\) cat, dog have no readable image"):
-        make_tfrecords.convert(str(photos), str(output), overwrite=True, num_workers=1)
+    with pytest.raises(photo_records.RecordsConversionError, match=r"class folder\(s\) cat, dog have no readable image"):
+        photo_records.convert(str(photos), str(output), overwrite=True, num_workers=1)
     assert sorted(os.listdir(str(output))) == ["train-00000-of-00001"]
     assert (output / "train-00000-of-00001").read_bytes() == b"old records"
 

@@ -182,7 +182,7 @@ def test_existing_checkpoint_of_another_model_is_kept(tmp_path):
     before = sorted(os.listdir(str(tmp_path / "model")))
     second = run_python(["train.py"] + SMALL + _paths(tmp_path) + [
         "--TMP_WEIGHTS_PATH=", "--model_name=efficientnet-b0", "--max_steps=2"])
-    _assert_clean_error(second, "another model or setup")
+    _assert_clean_error(second, "holds efficientnet-lite0 checkpoints", "not efficientnet-b0")
     assert sorted(os.listdir(str(tmp_path / "model"))) == before
     # Those weights, given as pretrained weights, choose the model when --model_name is not given.
     third = run_python(["train.py"] + SMALL + [

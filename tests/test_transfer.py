@@ -67,10 +67,15 @@ def test_pretrained_weights_with_the_defaults_beat_scratch(fine_tuned, from_scra
     steps = [step for step, _ in fine_tuned["validations"]]
     assert steps == [2, 4, 5]  # the automatic cadence (one validation pass trained between), the end
     assert [step for step, _ in from_scratch["validations"]] == steps
+    # Training is not reproducible on the CPU (parallel input pipeline, threaded kernels; even with --seed
+    # two runs differ), so the comparison sits where chance moves it least. After 2 steps scratch is near
+    # chance (measured 0.47 to 0.54 in 4 runs) and the pretrained weights well above it (0.88 to 0.91); at
+    # the end scratch has spread from 0.45 to 0.76 in 7 runs, the pretrained weights 0.93 to 0.98.
+    (_, pretrained_early), (_, scratch_early) = fine_tuned["validations"][0], from_scratch["validations"][0]
+    assert pretrained_early >= scratch_early + 0.2, (pretrained_early, scratch_early)
     pretrained, scratch = fine_tuned["validations"][-1][1], from_scratch["validations"][-1][1]
-    # Measured here: 0.93, 0.95, 0.98 against 0.53, 0.55, 0.67 from scratch (README, Transfer learning).
     assert pretrained >= 0.85, fine_tuned["result"].stderr[-3000:]
-    assert pretrained >= scratch + 0.2, (pretrained, scratch)
+    assert pretrained > scratch, (pretrained, scratch)
 
 
 def test_last_validation_equals_test_py(fine_tuned, solar_cells):
@@ -159,3 +164,29 @@ def test_early_stopping_and_resume_after_sigkill_keep_the_best(solar_cells, tmp_
     assert sorted(os.listdir(str(model / "best"))) == sorted(
         ["checkpoint", "labels.txt", "model.ckpt-2.data-00000-of-00001", "model.ckpt-2.index", "run_config.json"])
     assert "model.ckpt-6.index" in os.listdir(str(model)) and "model.ckpt-40.index" not in os.listdir(str(model))
+
+
+def test_int8_export_stays_within_two_points_and_test_py_evaluates_it(fine_tuned, solar_cells, tmp_path):
+    """export.py on the fine-tuned model: int8 calibrated on its 50 training photos, checked on all 100 validation
+    photos; test.py then evaluates the .tflite on the same split. At 112 px: TF 1.15's TFLite
+    interpreter runs int8 on reference kernels, 0.9 to 2.2 s per 224 px image here (float32: 0.03 to 0.07 s)."""
+    output = tmp_path / "export"
+    result = run_python(["export.py", "--checkpoint=%s" % fine_tuned["model"], "--data_path=%s" % solar_cells,
+                         "--output_dir=%s" % output, "--formats=tflite_int8", "--calibration_images=50",
+                         "--image_size=112", "--int8_min_agreement=0.8"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Checked on 100 validation images of %s against the checkpoint (EMA weights; " % solar_cells in result.stdout
+    row = re.search(r"^tflite_int8 .* (\d\.\d{4}) / (\d\.\d{4})\s+ok$", result.stdout, re.M)
+    assert row, result.stdout
+    int8_top1, float_top1 = float(row.group(1)), float(row.group(2))
+    # Measured here at 112 px: 0.97 both, agreeing on 94% of the photos (the 5-step head's logits are near
+    # zero, so int8 flips near-ties; hence the lower agreement floor); at 224 px 0.98 int8 against 0.97.
+    assert float_top1 - int8_top1 <= 0.02, result.stdout
+
+    tflite = output / "efficientnet-lite0_int8.tflite"
+    on_file = run_python(["test.py", "--TMP_DATA_PATH=%s" % solar_cells, "--TMP_MODEL_PATH=%s" % tflite])
+    assert on_file.returncode == 0, on_file.stderr[-3000:]
+    assert "Model file: %s (TFLite, uint8 input)" % tflite in on_file.stdout
+    validated = re.findall(r"validation: step \d+ .*\((\d+) images", fine_tuned["result"].stderr)
+    assert validated[-1] == "100" and "Images evaluated: 100\n" in on_file.stdout  # as on the checkpoint
+    assert "Top-1 acc: %.4f" % int8_top1 in on_file.stdout  # the figure export.py's check printed

@@ -22,14 +22,47 @@ USE_EMA_CHOICES = ("auto", "true", "false")
 _MAX_LISTED = 10
 _DATA_SHARD = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
 _STEP = re.compile(r"-(\d+)$")
+# The last 8 bytes of every TensorFlow checkpoint index (a LevelDB-style table: its footer's magic number).
+_INDEX_MAGIC = bytes.fromhex("57fb808b247547db")
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing or does not fit the model being built."""
 
 
+class CheckpointRemoved(CheckpointError):
+    """A checkpoint found moments ago is gone (a running training's retention deletes older checkpoints)."""
+
+
 def _holds_checkpoint(folder):
-    return bool(glob.glob(os.path.join(folder, "*.index")))
+    return bool(checkpoint_prefixes(folder))
+
+
+def _is_checkpoint_index(path):
+    """True when the file ends as a checkpoint index does (so a stray notes.index is not a checkpoint)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() < len(_INDEX_MAGIC):
+                return False
+            handle.seek(-len(_INDEX_MAGIC), os.SEEK_END)
+            return handle.read() == _INDEX_MAGIC
+    except OSError:
+        return False
+
+
+def _files_gone(prefix):
+    return not (os.path.isfile(prefix + ".index") and glob.glob(glob.escape(prefix) + ".data-*"))
+
+
+def removed_text(prefix):
+    """The sentence for a checkpoint that vanished while it was read, naming what to do."""
+    folder = os.path.dirname(prefix) or "."
+    newest, _ = newest_intact_checkpoint(folder)
+    return ("checkpoint %s was removed while it was being read (a training run writing into %s deletes older "
+            "checkpoints as it saves new ones, see --keep_checkpoint_max): %s" % (
+                prefix, folder, "pass the folder again to use the newest one, %s, or evaluate a copy of the folder"
+                % os.path.basename(newest) if newest else "evaluate a copy of the folder"))
 
 
 def checkpoint_folder(folder):
@@ -62,26 +95,35 @@ def checkpoint_problem(prefix):
     try:
         reader = tf.train.NewCheckpointReader(prefix)
     except (tf.errors.OpError, ValueError) as err:
+        if not os.path.isfile(prefix + ".index"):
+            return "%s.index is missing" % name
         return "%s.index is damaged (%s)" % (name, str(err).splitlines()[0])
     shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
     if any(dtype == tf.string for dtype in dtypes.values()):
         return None  # string tensors have no fixed size to compare with
     expected = sum(int(np.prod(shapes[key], dtype=np.int64)) * dtypes[key].size for key in shapes)
-    actual = sum(os.path.getsize(p) for p in data_files)
+    try:
+        actual = sum(os.path.getsize(p) for p in data_files)
+    except OSError:  # removed since the glob above (retention of a running training)
+        return "%s.data-* is missing" % name
     if actual < expected:
         return "its data is cut short (%d of %d bytes)" % (actual, expected)
     return None
 
 
 def checkpoint_prefixes(folder):
-    """Every checkpoint prefix in `folder` (by its .index or .data files, so damaged ones count too),
-    newest first: by the global step in the name, then by modification time."""
+    """Every checkpoint prefix in `folder` (by its .data files or an .index file that is one, so damaged ones
+    count too, other *.index files do not), newest first: by the global step in the name, then by
+    modification time."""
     prefixes = set()
+    indexes = []
     for path in glob.glob(os.path.join(glob.escape(folder), "*")):
         if path.endswith(".index"):
-            prefixes.add(path[:-len(".index")])
+            indexes.append(path)
         elif _DATA_SHARD.search(path):
             prefixes.add(_DATA_SHARD.sub("", path))
+    prefixes.update(path[:-len(".index")] for path in indexes
+                    if path[:-len(".index")] in prefixes or _is_checkpoint_index(path))
     return sorted(prefixes, key=_prefix_order, reverse=True)
 
 
@@ -95,7 +137,8 @@ def newest_intact_checkpoint(folder):
         problem = checkpoint_problem(prefix)
         if problem is None:
             return prefix, damaged
-        damaged.append((prefix, problem))
+        if glob.glob(glob.escape(prefix) + ".*"):  # else removed meanwhile (retention): gone, not damaged
+            damaged.append((prefix, problem))
     return None, damaged
 
 
@@ -157,7 +200,12 @@ def checkpoint_step(prefix):
 def _prefix_order(prefix):
     """Sort key for checkpoint prefixes: global step from the name, then modification time."""
     step = checkpoint_step(prefix)
-    times = [os.path.getmtime(p) for p in glob.glob(glob.escape(prefix) + ".*")]
+    times = []
+    for path in glob.glob(glob.escape(prefix) + ".*"):
+        try:
+            times.append(os.path.getmtime(path))
+        except OSError:  # removed meanwhile
+            pass
     return (-1 if step is None else step, max(times) if times else 0.0)
 
 
@@ -166,6 +214,8 @@ def checkpoint_shapes(prefix):
     try:
         return dict(tf.train.list_variables(prefix))
     except (tf.errors.OpError, ValueError) as err:
+        if _files_gone(prefix):
+            raise CheckpointRemoved(removed_text(prefix))
         raise CheckpointError("cannot read checkpoint %s (%s): pass an intact checkpoint"
                               % (prefix, str(err).splitlines()[0]))
 
@@ -297,10 +347,15 @@ def restore(sess, prefix, model_vars, use_ema, skip_mismatched_head=False):
 
 
 def restore_or_explain(saver, sess, prefix):
-    """saver.restore, with a damaged data file (bad checksum, cut short) as one CheckpointError."""
+    """saver.restore, with a damaged data file (bad checksum, cut short) as one CheckpointError, and a
+    checkpoint removed since it was found as CheckpointRemoved."""
     try:
         saver.restore(sess, prefix)
-    except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as err:
+    except (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.NotFoundError, ValueError) as err:
+        if _files_gone(prefix):
+            raise CheckpointRemoved(removed_text(prefix))
+        if not isinstance(err, (tf.errors.DataLossError, tf.errors.OutOfRangeError)):
+            raise
         other = next((p for p in checkpoint_prefixes(os.path.dirname(prefix) or ".")
                       if p != prefix and checkpoint_problem(p) is None), None)
         raise CheckpointError("checkpoint %s is damaged (%s); %s" % (

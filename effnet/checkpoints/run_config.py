@@ -6,8 +6,17 @@ import shutil
 
 import tensorflow.compat.v1 as tf
 
+import efficientnet_builder
+
 RUN_CONFIG_FILE = "run_config.json"
 LABELS_FILE = "labels.txt"
+_POSITIVE_INTEGERS = ("num_classes", "image_size")
+_TEXTS = ("data_path", "labels_file")
+
+
+class RunConfigError(ValueError):
+    """A run record that exists but cannot be trusted; evaluating with guessed settings would report a wrong
+    number, so the entry points stop and name the file."""
 
 
 def _folder(path):
@@ -15,18 +24,36 @@ def _folder(path):
 
 
 def read(path):
-    """The recorded settings for a checkpoint folder or prefix; {} when none were recorded."""
+    """The recorded settings for a checkpoint folder or prefix; {} when none were recorded. A record that is
+    not valid JSON, or holds values of the wrong kind, is a RunConfigError: falling back to defaults would
+    rebuild another model (another image size) and report its accuracy as this one's."""
     if not path:
         return {}
     config_path = os.path.join(_folder(path), RUN_CONFIG_FILE)
-    if not os.path.isfile(config_path):
+    if not os.path.exists(config_path):
         return {}
+    fix = "restore it from a copy, or move it away and pass --model_name, --num_classes and --image_size"
     try:
         with open(config_path) as handle:
             config = json.load(handle)
-    except ValueError:
-        return {}
-    return config if isinstance(config, dict) else {}
+    except (OSError, ValueError) as error:
+        raise RunConfigError("the run record %s is damaged (%s): %s" % (config_path, error, fix))
+    if not isinstance(config, dict):
+        raise RunConfigError("the run record %s holds %s, not a JSON object: %s"
+                             % (config_path, type(config).__name__, fix))
+    problems = []
+    if "model_name" in config and config["model_name"] not in efficientnet_builder.MODEL_NAMES:
+        problems.append("model_name %r is not a known model" % (config["model_name"],))
+    for key in _POSITIVE_INTEGERS:
+        value = config.get(key)
+        if key in config and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            problems.append("%s %r is not a positive whole number" % (key, value))
+    for key in _TEXTS:
+        if config.get(key) is not None and not isinstance(config[key], str):
+            problems.append("%s %r is not a path" % (key, config[key]))
+    if problems:
+        raise RunConfigError("the run record %s is damaged: %s; %s" % (config_path, "; ".join(problems), fix))
+    return config
 
 
 def labels_file(path):

@@ -4,6 +4,8 @@ CPU and returns that device's object (effnet/devices/npu.py, gpu.py, or the plai
 train.py and test.py call the same Device methods on every device; each device's specifics live in its own
 module, and only npu.py imports npu_bridge.
 """
+import os
+
 from absl import flags, logging
 import tensorflow.compat.v1 as tf
 
@@ -34,6 +36,12 @@ flags.DEFINE_float("fixed_loss_scale", 1024.0, "Loss scale of --loss_scale_manag
 flags.DEFINE_string("modify_mixlist", None,
                     "NPU: JSON file editing CANN's mixed-precision black/white/gray lists; needs an "
                     "allow_mix_precision* --precision_mode.")
+flags.DEFINE_string("fusion_switch_file", None,
+                    "NPU: JSON file switching CANN graph/UB fusion passes off (configs/fusion_switch.cfg), for "
+                    "locating an accuracy or performance problem a fusion causes.")
+flags.DEFINE_boolean("auto_tune", False,
+                     "NPU: tune operator tiling while compiling (auto_tune_mode %s; slow the first time, the results "
+                     "are kept by CANN). Newer CANN versions replaced it with AOE." % npu.AUTO_TUNE_MODE)
 flags.DEFINE_boolean("over_dump", False, "NPU: dump the operators that overflow to --over_dump_path.")
 flags.DEFINE_string("over_dump_path", None, "NPU: directory for --over_dump (created when missing).")
 flags.DEFINE_boolean("data_dump_flag", False,
@@ -57,10 +65,20 @@ def _detect():
     return "gpu" if gpu.visible() else "cpu"
 
 
+def _check_files(flags_obj):
+    """Raises DeviceError naming the first NPU option whose file does not exist (on every device)."""
+    for name in npu.NPU_FILE_FLAGS:
+        path = getattr(flags_obj, name)
+        if path and not os.path.isfile(path):
+            raise DeviceError("--%s file not found: %s (resolved from %s): pass the path of an existing file, "
+                              "e.g. the one in configs/" % (name, path, os.getcwd()))
+
+
 def for_name(name, flags_obj, training=True):
     """The device object for `name` ("npu", "gpu" or "cpu") with the flag values in flags_obj."""
     if name not in _CLASSES:
         raise DeviceError("unknown device %r: use one of %s" % (name, ", ".join(DEVICES[1:])))
+    _check_files(flags_obj)
     foreign = [flag for other, own in _OWN_FLAGS.items() if other != name for flag in own]
     return _CLASSES[name](flags_obj, training, foreign)
 

@@ -21,8 +21,12 @@ PRECISION_MODES = ("allow_mix_precision", "allow_fp32_to_fp16", "force_fp16", "m
 LOSS_SCALED_MODES = ("allow_mix_precision", "allow_fp32_to_fp16", "force_fp16", "cube_fp16in_fp32out",
                      "allow_mix_precision_fp16")
 DEFAULT_ITERATIONS_PER_LOOP = 100
-NPU_ONLY_FLAGS = ("precision_mode", "iterations_per_loop", "modify_mixlist", "over_dump", "data_dump_flag",
-                  "profiling")
+NPU_ONLY_FLAGS = ("precision_mode", "iterations_per_loop", "modify_mixlist", "fusion_switch_file", "auto_tune",
+                  "over_dump", "data_dump_flag", "profiling")
+# Files the adapter reads: checked on every device (device.for_name), so a wrong path stops the run first.
+NPU_FILE_FLAGS = ("modify_mixlist", "fusion_switch_file")
+# The adapter's auto-tune modes (parameter auto_tune_mode): reinforcement learning and genetic algorithm tuning.
+AUTO_TUNE_MODE = "RL,GA"
 _DUMP_STEP_PATTERN = re.compile(r"^\d+(-\d+)?(\|\d+(-\d+)?)*$")
 
 
@@ -74,9 +78,6 @@ class NpuDevice(base.Device):
                 raise DeviceError("--modify_mixlist only works with an allow_mix_precision* --precision_mode "
                                   "(got %s): drop --modify_mixlist or use --precision_mode=allow_mix_precision"
                                   % f.precision_mode)
-            if not os.path.isfile(f.modify_mixlist):
-                raise DeviceError("--modify_mixlist file not found: %s: pass the path of a mixlist JSON file"
-                                  % f.modify_mixlist)
         for enabled, path_flag in (("over_dump", "over_dump_path"), ("data_dump_flag", "data_dump_path"),
                                    ("profiling", "profiling_dump_path")):
             if getattr(f, enabled) and not getattr(f, path_flag):
@@ -114,6 +115,10 @@ class NpuDevice(base.Device):
             options["hcom_parallel"].b = True
         if f.modify_mixlist:
             options["modify_mixlist"].s = tf.compat.as_bytes(os.path.abspath(f.modify_mixlist))
+        if f.fusion_switch_file:
+            options["fusion_switch_file"].s = tf.compat.as_bytes(os.path.abspath(f.fusion_switch_file))
+        if f.auto_tune:
+            options["auto_tune_mode"].s = tf.compat.as_bytes(AUTO_TUNE_MODE)
         if f.over_dump:
             options["enable_dump_debug"].b = True
             options["dump_path"].s = tf.compat.as_bytes(_output_dir(f.over_dump_path))

@@ -9,10 +9,13 @@ import tensorflow.compat.v1 as tf
 from absl import flags, logging
 
 from effnet.checkpoints import checkpoint_reader
-from effnet import common_flags  # noqa: F401  (defines the shared flags)
+from effnet import common_flags
 from effnet.devices import device
+from effnet.export import file_evaluation
+from effnet.export import runtimes
 import efficientnet_builder
 import preprocess
+from effnet.data import pipeline_errors
 from effnet.checkpoints import run_config
 
 flags.DEFINE_enum("use_ema", "auto", checkpoint_reader.USE_EMA_CHOICES,
@@ -21,6 +24,8 @@ flags.DEFINE_string("report_dir", None, "Folder for per_class.csv, confusion.csv
                     "eval_<step> beside a checkpoint train.py wrote (a new eval_<step>.N when that exists); none "
                     "for other checkpoints.")
 MAX_PRINTED_CLASSES = 20
+# Checkpoints a folder evaluation may find removed under it (a running training's retention) before it gives up.
+REMOVED_RETRIES = 3
 FLAGS = flags.FLAGS
 
 
@@ -65,7 +70,7 @@ class Evaluator(object):
         checkpoint_reader.restore_or_explain(self._savers[key], self.sess, prefix)
         self.sess.run(self.iterator.initializer)
         all_labels, all_top5, all_losses = [], [], []
-        with preprocess.pipeline_errors_explained(self.data_path, "validation", self.label_offset,
+        with pipeline_errors.explained(self.data_path, "validation", self.label_offset,
                                                   self.num_classes):
             while True:
                 try:
@@ -94,22 +99,40 @@ def evaluate(data_path, checkpoint, batch_size, use_ema="auto", model_name=None,
 
     Settings left unset come from the run that wrote the checkpoint, then the checkpoint itself.
     """
+    if runtimes.kind_of(checkpoint):  # an exported .pb, SavedModel, .tflite or .onnx
+        return file_evaluation.evaluate(data_path, checkpoint, batch_size, num_classes, image_size)
     preprocess.find_record_files(data_path, "validation")  # a bad data path is named as such, first
     prefix = checkpoint_reader.resolve_checkpoint(checkpoint)
     info = preprocess.read_dataset_info(data_path)
     model_name, num_classes, image_size = checkpoint_reader.infer_model(prefix, model_name, num_classes, image_size)
     if info["num_classes"] and info["num_classes"] > num_classes:
+        missing_info = preprocess.missing_info_text(data_path)
+        if missing_info:
+            raise preprocess.DatasetError("%s, but the model has %d classes: %s"
+                                          % (missing_info, num_classes, preprocess.MISSING_INFO_FIX))
         raise checkpoint_reader.CheckpointError(
             "the data has %d classes but the model only %d: evaluate with a checkpoint trained on this data"
             % (info["num_classes"], num_classes))
-    use_ema = checkpoint_reader.resolve_use_ema(use_ema, prefix)
+    use_ema_choice, use_ema = use_ema, checkpoint_reader.resolve_use_ema(use_ema, prefix)
     dev = dev or device.resolve(training=False)
     logging.info("device: %s", dev.describe())
     logging.info("evaluating %s (%s, %d classes, image size %d, %s weights) on %s", prefix, model_name,
                  num_classes, image_size, "EMA" if use_ema else "raw", data_path)
     evaluator = Evaluator(data_path, model_name, num_classes, image_size, batch_size, info["label_offset"], dev)
     try:
-        result = evaluator.run(prefix, use_ema)
+        for attempt in range(REMOVED_RETRIES):
+            try:
+                result = evaluator.run(prefix, use_ema)
+                break
+            except checkpoint_reader.CheckpointRemoved:
+                # A folder means "its newest checkpoint": when a running training removed the one found, the
+                # newest one now is what was asked for. A prefix names that checkpoint alone.
+                if not os.path.isdir(os.path.expanduser(checkpoint)) or attempt + 1 == REMOVED_RETRIES:
+                    raise
+                newer = checkpoint_reader.resolve_checkpoint(checkpoint)
+                logging.warning("%s was removed while it was being read (a training run's retention?): "
+                                "evaluating the newest checkpoint now, %s", prefix, newer)
+                prefix, use_ema = newer, checkpoint_reader.resolve_use_ema(use_ema_choice, newer)
     finally:
         evaluator.close()
     recorded = info["num_examples"]["validation"]
@@ -204,10 +227,14 @@ def class_names(prefix, data_path, num_classes):
 
 def main_from_flags():
     """Evaluates TMP_MODEL_PATH on TMP_DATA_PATH as the flags say and prints the results."""
+    common_flags.check()
     result = evaluate(FLAGS.TMP_DATA_PATH, FLAGS.TMP_MODEL_PATH, FLAGS.batch_size, FLAGS.use_ema,
                       FLAGS.model_name, FLAGS.num_classes, FLAGS.image_size)
-    print("Checkpoint: %s (%s, %s weights)" % (result["checkpoint"], result["model_name"],
-                                               "EMA" if result["use_ema"] else "raw"))
+    if result.get("source"):
+        print("Model file: %s" % result["source"])
+    else:
+        print("Checkpoint: %s (%s, %s weights)" % (result["checkpoint"], result["model_name"],
+                                                   "EMA" if result["use_ema"] else "raw"))
     print("Images evaluated: %d" % result["count"])
     print("Top-1 acc: %.4f" % result["top1"])
     print("Top-5 acc: %.4f" % result["top5"])

@@ -80,18 +80,31 @@ def is_evaluation_step(step, interval, total_steps):
     return interval > 0 and (step % interval == 0 or step >= total_steps)
 
 
+class HistoryError(ValueError):
+    """A validation history that exists but cannot be read: guessing it empty would let a worse validation
+    replace best/."""
+
+
 def read_history(model_dir, up_to_step):
     """The validations recorded in model_dir ([{'step', 'epoch', 'loss', 'top1', 'top5'}], oldest first),
-    without those of steps past up_to_step (a run resumed from an earlier checkpoint redoes them)."""
+    without those of steps past up_to_step (a run resumed from an earlier checkpoint redoes them); [] when
+    there is none, HistoryError when it is damaged."""
     path = os.path.join(model_dir, HISTORY_FILE)
+    if not os.path.exists(path):
+        return []
     try:
         with open(path) as handle:
             history = json.load(handle)
-    except (OSError, ValueError):
-        return []
-    if not isinstance(history, list):
-        return []
-    return [entry for entry in history if isinstance(entry, dict) and entry.get("step", up_to_step + 1) <= up_to_step]
+    except (OSError, ValueError) as error:
+        raise HistoryError("the validation history %s is damaged (%s): restore it from a copy, or move it away "
+                           "(best/ is then replaced only by a better top-1 than it records)" % (path, error))
+    if not isinstance(history, list) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("step"), int) and isinstance(entry.get("top1"), float)
+            for entry in history):
+        raise HistoryError("the validation history %s is damaged (expected a list of validations with a step and "
+                           "a top1): restore it from a copy, or move it away (best/ is then replaced only by a "
+                           "better top-1 than it records)" % path)
+    return [entry for entry in history if entry["step"] <= up_to_step]
 
 
 def write_history(model_dir, history):

@@ -319,7 +319,12 @@ def read_h5(path):
     except ImportError:
         raise WeightsFileError("reading Keras .h5 files needs h5py: pip install h5py")
     tensors = collections.OrderedDict()
-    with h5py.File(path, "r") as handle:
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise WeightsFileError("%s starts as a Keras .h5 file but cannot be opened, it is truncated or damaged (%s): "
+                               "download it again" % (path, str(error).splitlines()[0]))
+    with handle:
         root = handle["model_weights"] if "model_weights" in handle else handle
 
         def collect(name, item):
@@ -339,6 +344,7 @@ def read_h5(path):
 
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_ZIP_SIGNATURE = b"PK\x03\x04"
 
 
 def read_weights(path):
@@ -351,6 +357,9 @@ def read_weights(path):
         return read_h5(path)
     if zipfile.is_zipfile(path) or head[:1] == b"\x80":
         return read_torch(path)
+    if head.startswith(_ZIP_SIGNATURE):
+        raise WeightsFileError("%s starts as a PyTorch .pth/.pt file (a zip archive) but is truncated or damaged (its "
+                               "end-of-archive record is missing): download it again" % path)
     if len(head) == 9 and head[8:9] == b"{":
         return read_safetensors(path)
     raise WeightsFileError("%s is neither a Keras .h5, a PyTorch .pth/.pt nor a .safetensors file: pass one of "

@@ -25,6 +25,45 @@ ITERATIONS_VAR_COLLECTION = "npu_runconfig_iterations_per_loop"
 
 _ORIGINAL = {}
 
+# NpuOptimizer parameter_map keys the caller may set, with the AttrValue field of each (types from the
+# adapter's npu_attrs.cc / NPUEstimator), so a misspelled key or a wrong type fails here as on the device.
+NPU_OPTION_TYPES = {
+    "use_off_line": "b", "enable_data_pre_proc": "b", "iterations_per_loop": "i", "precision_mode": "s",
+    "modify_mixlist": "s", "fusion_switch_file": "s", "auto_tune_mode": "s", "mix_compile_mode": "b",
+    "graph_run_mode": "i", "hcom_parallel": "b", "enable_dump": "b", "dump_path": "s", "dump_step": "s",
+    "dump_mode": "s", "enable_dump_debug": "b", "dump_debug_mode": "s", "profiling_mode": "b",
+    "profiling_options": "s",
+}
+# Options naming a file the adapter opens from its own working directory: the double wants absolute,
+# existing paths.
+NPU_FILE_OPTIONS = ("modify_mixlist", "fusion_switch_file")
+AUTO_TUNE_MODES = ("RL", "GA")
+
+
+def check_npu_options(config):
+    """Raises ValueError when the NpuOptimizer entry of `config` has an unknown key, a value of the wrong
+    type, a relative or missing file, or an auto_tune_mode outside RL/GA."""
+    if config is None:
+        return
+    for optimizer in config.graph_options.rewrite_options.custom_optimizers:
+        if optimizer.name != "NpuOptimizer":
+            continue
+        for key, value in optimizer.parameter_map.items():
+            if key not in NPU_OPTION_TYPES:
+                raise ValueError("NpuOptimizer: unknown option %r" % key)
+            if value.WhichOneof("value") != NPU_OPTION_TYPES[key]:
+                raise ValueError("NpuOptimizer: option %r must be of type %s" % (key, NPU_OPTION_TYPES[key]))
+        options = optimizer.parameter_map
+        for key in NPU_FILE_OPTIONS:
+            if key in options:
+                path = options[key].s.decode()
+                if not (os.path.isabs(path) and os.path.isfile(path)):
+                    raise ValueError("NpuOptimizer: %s must be an existing absolute path, got %r" % (key, path))
+        if "auto_tune_mode" in options:
+            modes = options["auto_tune_mode"].s.decode().split(",")
+            if not set(modes) <= set(AUTO_TUNE_MODES):
+                raise ValueError("NpuOptimizer: auto_tune_mode %r: use RL, GA or RL,GA" % ",".join(modes))
+
 
 def record(call, **kwargs):
     CALLS.append((call, kwargs))
@@ -69,6 +108,7 @@ def _loop_iterations(sess, fetches):
 
 
 def _patched_init(self, target="", graph=None, config=None):
+    check_npu_options(config)
     record("Session", config=config)
     _ORIGINAL["init"](self, target, graph, config)
 

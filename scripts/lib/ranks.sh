@@ -1,4 +1,4 @@
-# Sourced by train_8p.sh and the 8p ModelZoo test scripts: starts the training processes of one
+# Sourced by train_8p.sh and scripts/modelzoo_test.sh (8p): starts the training processes of one
 # data-parallel run and waits for them. Needs $ROOT (the package folder) and $PYTHON (scripts/env.sh).
 #
 #   ranks_plan_npu SERVER_INDEX  checks RANK_SIZE and RANK_TABLE_FILE (scripts/make_rank_table.py --check)
@@ -8,6 +8,10 @@
 #   ranks_start_npu RANK DEVICE LOG CORES COMMAND...
 #                                starts one NPU rank in the background (RANK_ID, ASCEND_DEVICE_ID set;
 #                                bound to CORES, e.g. 0-23, unless empty), its output to LOG.
+#   ranks_start_all_npu BIND_CORE LOG_OF COMMAND...
+#                                starts every rank of this server (RANK_IDS on DEVICE_IDS) with ranks_start_npu;
+#                                `LOG_OF RANK DEVICE` prints each rank's log path; BIND_CORE True gives each rank
+#                                its share of the CPU cores.
 #   ranks_cores INDEX COUNT      this server's INDEX-th share of the CPU cores, as "first-last".
 #   ranks_check_horovod          returns 1 with an error line when horovod.tensorflow does not import.
 #   ranks_start_horovod LOG_PREFIX COMMAND...
@@ -44,14 +48,29 @@ ranks_cores() {
   echo "$(( index * cpus / count ))-$(( (index + 1) * cpus / count - 1 ))"
 }
 
+_ranks_track() {  # _ranks_track NAME LOG: records the process just started in the background
+  _RANK_PIDS+=("$!")
+  _RANK_NAMES+=("$1")
+  _RANK_LOGS+=("$2")
+}
+
 ranks_start_npu() {
   local rank="$1" device="$2" log="$3" cores="$4" binder=()
   shift 4
   [ -z "$cores" ] || binder=(taskset -c "$cores")
   RANK_ID="$rank" ASCEND_DEVICE_ID="$device" "${binder[@]}" "$@" >"$log" 2>&1 &
-  _RANK_PIDS+=("$!")
-  _RANK_NAMES+=("rank $rank (device $device)")
-  _RANK_LOGS+=("$log")
+  _ranks_track "rank $rank (device $device)" "$log"
+}
+
+ranks_start_all_npu() {
+  local bind_core="$1" log_of="$2" i cores
+  shift 2
+  for i in "${!RANK_IDS[@]}"; do
+    cores=""
+    [ "$bind_core" = False ] || cores="$(ranks_cores "$i" "${#RANK_IDS[@]}")"
+    ranks_start_npu "${RANK_IDS[$i]}" "${DEVICE_IDS[$i]}" "$("$log_of" "${RANK_IDS[$i]}" "${DEVICE_IDS[$i]}")" \
+      "$cores" "$@"
+  done
 }
 
 ranks_check_horovod() {
@@ -71,9 +90,7 @@ ranks_start_horovod() {
   env -u RANK_ID -u RANK_SIZE -u RANK_TABLE_FILE "$PYTHON" -m horovod.runner.launch -np "$RANK_SIZE" \
     -H "${HOROVOD_HOSTS:-localhost:$RANK_SIZE}" \
     bash -c 'exec "$@" >"$0${HOROVOD_RANK:-${OMPI_COMM_WORLD_RANK:-$PMI_RANK}}.log" 2>&1' "$prefix" "$@" &
-  _RANK_PIDS+=("$!")
-  _RANK_NAMES+=("horovodrun")
-  _RANK_LOGS+=("${prefix}0.log")
+  _ranks_track "horovodrun" "${prefix}0.log"
 }
 
 _ranks_stop() {

@@ -1,0 +1,1 @@
+"""What the shell launchers ask Python: the train.py arguments of a run (recipe, scaling, user flags)."""
