@@ -319,6 +319,8 @@ def _train(dev, model_dir, start_time, stop):
     with tf.Session(config=dev.session_config()) as sess:
         logging.info(resume.restore_or_initialize(sess, graph, latest, model_dir, weights_prefix,
                                                    FLAGS.pretrained_weights))
+        if dev.is_chief and latest:  # once restored: what a run killed before its retention left over goes
+            checkpoint_writer.apply_retention(model_dir, FLAGS.keep_checkpoint_max, latest)
         if graph.broadcast is not None:
             sess.run(graph.broadcast)
             logging.info("rank %d: every variable set to rank 0's (step %d)", dev.rank_id,

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The test suite's TensorFlow 2.x part (called by scripts/run_tests.sh): builds .venv-tf2 from
 # requirements-tf2.txt when missing (scripts/env.sh, EFFICIENTNET_TF=2), then runs the subset below.
-# Extra arguments go to pytest, e.g. `bash scripts/run_tests_tf2.sh -x`.
+# Extra arguments go to pytest, e.g. `bash scripts/run_tests_tf2.sh -x`; --prepare-only stops after the
+# environment is ready (scripts/run_tests.sh builds it before the TensorFlow 1.15 suite).
 set -eo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export EFFICIENTNET_TF=2 EFFICIENTNET_FORCE_VENV="${EFFICIENTNET_FORCE_VENV:-1}"
 # shellcheck disable=SC1091
 source scripts/env.sh
 install_test_requirements requirements-test-tf2.txt
+[ "${1:-}" != --prepare-only ] || exit 0
 echo "[run_tests_tf2] $("$PYTHON" -c 'import sys, tensorflow as tf; print("Python %d.%d, TensorFlow %s" % (sys.version_info[:2] + (tf.__version__,)))' 2>/dev/null)"
 # TF2_SUBSET: what differs between the versions (model numerics, checkpoints, device options, every
 # entry point once); the rest of the suite exercises the same code paths and stays on TF 1.15.

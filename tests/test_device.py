@@ -356,11 +356,11 @@ def test_subprocess_gets_the_double_through_pythonpath():
     env.pop("RANK_SIZE", None)
     result = subprocess.run([sys.executable, "-c", script, "--iterations_per_loop=3", "--precision_mode=force_fp16"],
                             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            universal_newlines=True, timeout=120)
+                            universal_newlines=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["npu", "force_fp16", "3"]
     bad = subprocess.run([sys.executable, "-c", script, "--precision_mode=fp8"], cwd=REPO_ROOT, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=600)
     assert bad.returncode != 0 and "precision_mode" in bad.stderr and "allow_mix_precision" in bad.stderr
 
 

@@ -113,7 +113,8 @@ def test_train_full_1p_on_cpu(tmp_path):
                           "TrainingTime", "TrainAccuracy", "ActualLoss", "E2ETrainingTime"]
     assert case["CaseName"] == case_name and case["BatchSize"] == "16" and case["RankSize"] == "1"
     fps = float(case["ActualFPS"])
-    assert float(case["TrainingTime"]) == pytest.approx(16 * 1000 / fps, rel=1e-3)
+    # Printed with two decimals: within 0.005 of the exact value, however fast or busy the machine.
+    assert float(case["TrainingTime"]) == pytest.approx(16 * 1000 / fps, abs=0.005 + 1e-9)
     assert case["TrainAccuracy"] == lines[1].split()[-1]  # the evaluation's top-1
     with open(str(out / "train_0.log")) as f:
         log = f.read()

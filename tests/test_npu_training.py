@@ -66,7 +66,7 @@ def run_script(script, args, tmp_dir=None, with_double=False):
     else:
         command = [sys.executable, script] + args
     result = subprocess.run(command, cwd=REPO_ROOT, env=_env(with_double), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+                            stderr=subprocess.PIPE, universal_newlines=True, timeout=600)
     calls = None
     if with_double:
         with open(dump) as handle:

@@ -241,9 +241,12 @@ def test_loop_names_the_last_good_checkpoint_on_a_non_finite_loss(tmp_path):
 # Defect 10: the lock.
 def test_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path):
     lock_path = tmp_path / checkpoint_writer.LOCK_FILE
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # The holder lives until it is killed (not for a time that a loaded machine could outlast), and the lock
+    # names its start time, as a real one does, so that a reused pid is not taken for it.
+    other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
-        lock_path.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(), "since": "noon"}))
+        lock_path.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(), "since": "noon",
+                                         "start_time": checkpoint_writer._process_start_time(other.pid)}))
         with pytest.raises(checkpoint_writer.LockError, match=r"in use by another training run \(pid %d" % other.pid):
             checkpoint_writer.ModelFolderLock(str(tmp_path)).acquire()
     finally:

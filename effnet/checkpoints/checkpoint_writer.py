@@ -6,8 +6,11 @@ Guarantees (README, Reliability):
   is taken over);
 - a checkpoint is written only when every model weight is finite and below MAX_ABS_WEIGHT, it is
   named by the global step it holds, and the folder's `checkpoint` state file uses relative paths;
-- retention counts the `model.ckpt-<step>` checkpoints in the folder, so restarts never pile up more
-  than keep_checkpoint_max;
+- retention counts the `model.ckpt-<step>` checkpoints in the folder (earlier runs' too) and runs after
+  every save and when a run starts, so the folder holds at most keep_checkpoint_max of them up to its
+  newest intact one; keep_checkpoint_max + 1 only when a run was killed (SIGKILL, power loss) between
+  a save and its retention, until the next run starts. The newest intact checkpoint is never deleted;
+  damaged newer ones (a save cut short) are left until training writes their step again;
 - a failed write (disk full, read-only) removes its partial files and is one CheckpointSaveError.
 """
 import errno
@@ -167,20 +170,28 @@ class CheckpointSaver(object):
             raise CheckpointSaveError("cannot write checkpoint step %d to %s (%s): free space or fix the folder, "
                                       "then run again; %s" % (step, self.model_dir, reason.splitlines()[0],
                                                               last_good_text(self.model_dir)))
-        self.apply_retention(step)
+        apply_retention(self.model_dir, self.keep_checkpoint_max, prefix)
         return prefix
 
-    def apply_retention(self, saved_step):
-        """Keeps the newest keep_checkpoint_max `model.ckpt-<step>` checkpoints up to saved_step (counted on
-        disk, so earlier runs' checkpoints count too) and rewrites the state file. Newer ones (left by
-        a run that went further and were skipped as damaged) are replaced when training reaches them."""
-        # checkpoint_prefixes lists them newest first.
-        own = [p for p in checkpoint_reader.checkpoint_prefixes(self.model_dir)
-               if _step_of(p) is not None and _step_of(p) <= saved_step]
-        kept = own[:self.keep_checkpoint_max] if self.keep_checkpoint_max > 0 else own
-        for prefix in own[len(kept):]:
-            _remove_checkpoint(prefix)
-        write_state_file(self.model_dir, list(reversed(kept)))
+
+def apply_retention(model_dir, keep_checkpoint_max, newest):
+    """Keeps `newest` (the checkpoint just saved, or the one a run resumes from) and the
+    keep_checkpoint_max - 1 `model.ckpt-<step>` checkpoints before it, counted on disk so that earlier
+    runs' count too, and rewrites the state file. Run after each save and when a run starts, so that
+    a run killed between a save and this leaves one checkpoint too many only until the next start.
+    Newer ones (left by a run that went further and skipped as damaged) are replaced when training
+    reaches them; checkpoints of other names are left alone."""
+    newest_step = _step_of(newest)
+    if newest_step is None:
+        return
+    # checkpoint_prefixes lists them newest first; `newest` itself is kept whatever shares its step.
+    older = [p for p in checkpoint_reader.checkpoint_prefixes(model_dir)
+             if os.path.basename(p) != os.path.basename(newest) and _step_of(p) is not None
+             and _step_of(p) <= newest_step]
+    kept = older[:keep_checkpoint_max - 1] if keep_checkpoint_max > 0 else older
+    for prefix in older[len(kept):]:
+        _remove_checkpoint(prefix)
+    write_state_file(model_dir, list(reversed(kept)) + [newest])
 
 
 def _process_start_time(pid):
