@@ -18,15 +18,12 @@ file is not written) or the input is bad (nothing is written).
 """
 import sys
 
-from absl import app
-from absl import flags
 import tensorflow.compat.v1 as tf
+from absl import app, flags
 
 import preprocess
 from effnet.checkpoints import checkpoint_reader
-from effnet.export import exporter
-from effnet.export import outputs
-from effnet.export import runtimes
+from effnet.export import exporter, outputs, runtimes
 
 FLAGS = flags.FLAGS
 

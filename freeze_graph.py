@@ -17,14 +17,13 @@ import os
 import shlex
 import sys
 
-from absl import app
-from absl import flags
 import tensorflow.compat.v1 as tf
+from absl import app, flags
 
-from effnet.checkpoints import checkpoint_reader
-from effnet.export import outputs
 import efficientnet_builder
 from effnet import tf_compat
+from effnet.checkpoints import checkpoint_reader
+from effnet.export import outputs
 
 FLAGS = flags.FLAGS
 INPUT_NAME = "input"

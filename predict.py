@@ -16,17 +16,15 @@ import csv
 import os
 import sys
 
-from absl import app
-from absl import flags
-from google.protobuf import message
 import numpy as np
 import tensorflow.compat.v1 as tf
+from absl import app, flags
+from google.protobuf import message
 
-from effnet.checkpoints import checkpoint_reader
 import efficientnet_builder
 import freeze_graph
 import preprocess
-from effnet.checkpoints import run_config
+from effnet.checkpoints import checkpoint_reader, run_config
 from effnet.export import runtimes
 
 FLAGS = flags.FLAGS

@@ -11,8 +11,8 @@ import os
 
 import tensorflow.compat.v1 as tf
 
-from effnet.data import autoaugment
 from effnet import tf_compat  # noqa: F401  (graph mode on TensorFlow 2.x)
+from effnet.data import autoaugment
 
 CENTER_CROP_FRACTION = 0.875
 DATASET_INFO_FILE = 'dataset_info.json'

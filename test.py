@@ -10,13 +10,12 @@ import sys
 
 from absl import app
 
+import preprocess
 from effnet import common_flags
-from effnet.checkpoints import checkpoint_reader
-from effnet.checkpoints import run_config
+from effnet.checkpoints import checkpoint_reader, run_config
 from effnet.devices import device
 from effnet.evaluation import evaluation
 from effnet.export import runtimes
-import preprocess
 
 
 def main(argv):

@@ -17,15 +17,13 @@ import time
 import tensorflow.compat.v1 as tf
 from absl import app, flags, logging
 
-from effnet.checkpoints import checkpoint_reader
-from effnet.checkpoints import checkpoint_writer
-from effnet import common_flags
-from effnet.devices import device
 import efficientnet_builder
-from effnet.evaluation import evaluation
 import preprocess
+from effnet import common_flags
+from effnet.checkpoints import checkpoint_reader, checkpoint_writer, run_config
 from effnet.data import pipeline_errors
-from effnet.checkpoints import run_config
+from effnet.devices import device
+from effnet.evaluation import evaluation
 from effnet.training import loop, resume, train_step, training_policy
 from effnet.training.errors import TrainingError, checked_folder
 from effnet.training.progress import ProgressLog

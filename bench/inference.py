@@ -23,8 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import tensorflow.compat.v1 as tf  # noqa: E402
 
-from effnet.export import exporter  # noqa: E402
-from effnet.export import runtimes  # noqa: E402
+from effnet.export import exporter, runtimes  # noqa: E402
 
 flags.DEFINE_string("checkpoint", None, "Checkpoint folder or prefix the files were exported from.")
 flags.DEFINE_string("export_dir", None, "Folder export.py wrote; default: <checkpoint dir>/export.")

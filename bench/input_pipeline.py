@@ -15,9 +15,8 @@ import sys
 import tempfile
 import time
 
-from absl import app
-from absl import flags
 import tensorflow.compat.v1 as tf
+from absl import app, flags
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:

@@ -16,8 +16,8 @@ import tensorflow.compat.v1 as tf
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from effnet.devices import device  # noqa: E402
 import efficientnet_builder  # noqa: E402
+from effnet.devices import device  # noqa: E402
 from effnet.training import train_step  # noqa: E402
 
 flags.DEFINE_string("model_name", "efficientnet-b0", "Model to benchmark.")

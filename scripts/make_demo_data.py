@@ -13,9 +13,8 @@ import shutil
 import sys
 import tempfile
 
-from absl import app
-from absl import flags
 import numpy as np
+from absl import app, flags
 from PIL import Image
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

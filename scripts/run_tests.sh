@@ -19,8 +19,10 @@ if [ $# -eq 0 ] && [ "${EFFICIENTNET_TF2_TESTS:-1}" != 0 ]; then
   tf2=1 tf2_status=0
   bash scripts/run_tests_tf2.sh --prepare-only || tf2_status=$?
 fi
-start=$(date +%s)
 status=0
+# Lint first (ruff.toml): a failure counts like a failed test but does not stop the suite.
+"$PYTHON" -m ruff check . || { status=$?; echo "[run_tests] ruff check failed: run \`$PYTHON -m ruff check .\`"; }
+start=$(date +%s)
 "$PYTHON" -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile --durations=25 "$@" || status=$?
 echo "[run_tests] TensorFlow 1.15 suite: $(( $(date +%s) - start )) s, exit code $status"
 if [ "$tf2" = 1 ]; then

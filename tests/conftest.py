@@ -52,7 +52,8 @@ def run_python(args, extra_env=None, timeout=600, **kwargs):
 
 
 def device_flags(**overrides):
-    """effnet/devices/device.py's flags at their defaults, with overrides, as the object device.for_name() and resolve() read."""
+    """effnet/devices/device.py's flags at their defaults, with overrides, as the object device.for_name() and
+    resolve() read."""
     import types
 
     from absl import flags
@@ -118,8 +119,8 @@ def b0_outputs_here(official_b0):
     'endpoint_shapes' ({endpoint: shape})."""
     import tensorflow.compat.v1 as tf
 
-    from effnet.checkpoints import checkpoint_reader
     import efficientnet_builder
+    from effnet.checkpoints import checkpoint_reader
 
     outputs = {}
     with tf.Graph().as_default():

@@ -80,7 +80,10 @@ def _block(x, scope, stride):
         bn, project = 1, "conv2d_1/kernel"
     else:
         project = "conv2d/kernel"
-    suffix = lambda k: "tpu_batch_normalization" + ("_%d" % k if k else "")
+
+    def suffix(k):
+        return "tpu_batch_normalization" + ("_%d" % k if k else "")
+
     x = swish(scope.batch_norm(depthwise_conv2d(x, scope("depthwise_conv2d/depthwise_kernel"), stride), suffix(bn)))
     squeezed = x.mean(axis=(1, 2), keepdims=True)
     squeezed = swish(conv2d(squeezed, scope("se/conv2d/kernel")) + scope("se/conv2d/bias"))

@@ -1,10 +1,9 @@
 """effnet/data/autoaugment.py: every op keeps shape/dtype and changes the image; geometry and PIL parity."""
 
 import numpy as np
-from PIL import Image
-from PIL import ImageOps
 import pytest
 import tensorflow.compat.v1 as tf
+from PIL import Image, ImageOps
 
 from effnet.data import autoaugment
 

@@ -17,16 +17,15 @@ import subprocess
 import zipfile
 
 import numpy as np
+import pretrained_weights
 import pytest
 import tensorflow.compat.v1 as tf
 
-from conftest import DEMO_DATA, FIXTURE_DIR, REPO_ROOT, relative_error, run_python
-from effnet.checkpoints import checkpoint_reader
-from effnet.weights import converter
 import freeze_graph
 import predict
-import pretrained_weights
-from effnet.weights import weight_readers
+from conftest import DEMO_DATA, FIXTURE_DIR, REPO_ROOT, relative_error, run_python
+from effnet.checkpoints import checkpoint_reader
+from effnet.weights import converter, weight_readers
 
 PHOTOS = os.path.join(FIXTURE_DIR, "photos")
 MAX_RELATIVE_ERROR = 1e-4

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from conftest import DEMO_DATA, REPO_ROOT, run_python
-
 import preprocess
+from conftest import DEMO_DATA, REPO_ROOT, run_python
 
 
 def _bash(script, env):

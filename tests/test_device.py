@@ -252,8 +252,12 @@ def test_npu_wrapper_order_and_managers(npu, monkeypatch, tmp_path):
     with tf.Graph().as_default():
         base = tf.train.RMSPropOptimizer(0.1)
         wrapped = device.resolve(device_flags()).wrap_optimizer(base)
-        from npu_bridge.npu_init import (ExponentialUpdateLossScaleManager, FixedLossScaleManager,
-                                         NPUDistributedOptimizer, NPULossScaleOptimizer)
+        from npu_bridge.npu_init import (
+            ExponentialUpdateLossScaleManager,
+            FixedLossScaleManager,
+            NPUDistributedOptimizer,
+            NPULossScaleOptimizer,
+        )
         assert isinstance(wrapped, NPULossScaleOptimizer)
         assert isinstance(wrapped._opt, NPUDistributedOptimizer) and wrapped._opt._optimizer is base
         assert isinstance(wrapped._loss_scale_manager, ExponentialUpdateLossScaleManager)

@@ -6,14 +6,13 @@ import os
 import re
 
 import numpy as np
+import pretrained_weights
 import pytest
 import tensorflow.compat.v1 as tf
 
-from conftest import DEMO_DATA, run_python
 import predict
-import pretrained_weights
-from effnet.export import exporter
-from effnet.export import runtimes
+from conftest import DEMO_DATA, run_python
+from effnet.export import exporter, runtimes
 
 FLOAT_FORMATS = ["pb", "saved_model", "tflite_fp32", "tflite_fp16", "onnx"]
 SIZE = 160  # not the model's 224: a third of the CPU time, and the files are compared with the checkpoint at 160
@@ -55,7 +54,7 @@ def test_every_float_format_names_the_photos_as_the_checkpoint(lite0, fixture_di
     assert "Checked on 4 given photos against the checkpoint (raw weights; " in result.stdout
     rows = table(result.stdout)
     assert sorted(rows) == sorted(FLOAT_FORMATS), result.stdout
-    for kind, (name, difference, agreement, status) in rows.items():
+    for kind, (_, difference, agreement, status) in rows.items():
         assert status == "ok" and agreement == 100.0, result.stdout
         assert difference <= exporter.FLOAT_BOUNDS[kind], (kind, difference)
     # As measured here at 224 px, far inside the bounds: float32 formats below 1e-6, float16 2.4e-3.

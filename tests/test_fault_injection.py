@@ -24,9 +24,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from conftest import DEMO_DATA, REPO_ROOT, listed_checkpoint_steps, python_env, saved_checkpoint_steps
-
-from effnet.checkpoints import checkpoint_reader
-from effnet.checkpoints import checkpoint_writer
+from effnet.checkpoints import checkpoint_reader, checkpoint_writer
 
 TOTAL_STEPS = 14
 KEEP = 2

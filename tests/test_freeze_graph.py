@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from effnet.checkpoints import checkpoint_reader
 import freeze_graph
+from effnet.checkpoints import checkpoint_reader
 from effnet.checkpoints.checkpoint_reader import CheckpointError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

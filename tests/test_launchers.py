@@ -126,7 +126,8 @@ def test_train_full_1p_on_cpu(tmp_path):
 
 
 def test_train_performance_1p_through_npu_double(tmp_path):
-    """The NPU path: dump/profiling flags reach effnet/devices/device.py, and the missing compile line is warned about."""
+    """The NPU path: dump/profiling flags reach effnet/devices/device.py, and the missing compile line is warned
+    about."""
     out = tmp_path / "out"
     earlier = out / "ckpt"
     earlier.mkdir(parents=True)

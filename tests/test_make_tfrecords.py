@@ -7,12 +7,12 @@ import subprocess
 import sys
 
 import numpy as np
-from PIL import Image
 import pytest
 import tensorflow.compat.v1 as tf
+from PIL import Image
 
-from effnet.data import photo_records
 import preprocess
+from effnet.data import photo_records
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,13 +1,13 @@
 """The model against the official checkpoint fixture and the published model table."""
 
+import float64_reference
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from conftest import relative_error
 import efficientnet_builder as builder
 import efficientnet_model
-import float64_reference
+from conftest import relative_error
 
 B0 = "efficientnet-b0"
 

@@ -10,8 +10,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from conftest import DEMO_DATA, REPO_ROOT, read_case_log
-from effnet.modelarts import job_config
-from effnet.modelarts import storage
+from effnet.modelarts import job_config, storage
 
 MOXING_DOUBLE_DIR = os.path.join(REPO_ROOT, "tests", "moxing_double")
 NETWORK = "EfficientNet_for_TensorFlow"

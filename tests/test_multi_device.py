@@ -22,7 +22,6 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from conftest import DEMO_DATA, NPU_DOUBLE_DIR, REPO_ROOT, listed_checkpoint_steps, read_case_log
-
 from effnet.checkpoints import checkpoint_reader
 
 SMALL = ["--image_size=32", "--batch_size=4", "--TMP_WEIGHTS_PATH="]

@@ -18,20 +18,16 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+import freeze_graph
+import preprocess
 from conftest import DEMO_DATA, device_flags, run_python, saved_checkpoint_steps
-
-from effnet.checkpoints import checkpoint_reader
-from effnet.checkpoints import checkpoint_writer
+from effnet.checkpoints import checkpoint_reader, checkpoint_writer, run_config
+from effnet.data import photo_records, pipeline_errors
 from effnet.devices import device
 from effnet.evaluation import evaluation
-import freeze_graph
-from effnet.data import photo_records
-import preprocess
-from effnet.data import pipeline_errors
-from effnet.checkpoints import run_config
 from effnet.training import loop
-from effnet.training.progress import ProgressLog
 from effnet.training.errors import TrainingError
+from effnet.training.progress import ProgressLog
 
 
 class TinyModel(object):
@@ -329,7 +325,8 @@ def test_zero_based_records_without_dataset_info_are_an_error_not_padding(tmp_pa
     with pytest.raises(preprocess.DatasetError,
                        match=r"stores label 0, which with label_offset 1 is class -1, outside \[0, 1000\): "
                              r"there is no dataset_info.json"):
-        evaluation.evaluate(str(data), os.path.join(fixture_dir, "ckpt"), 100, image_size=32, dev=device.for_name("cpu", device_flags()))
+        evaluation.evaluate(str(data), os.path.join(fixture_dir, "ckpt"), 100, image_size=32,
+                            dev=device.for_name("cpu", device_flags()))
     # With the info every real image is counted: 359, none taken for padding.
     labels = _read_all(lambda: preprocess.build_dataset(DEMO_DATA, False, 32, 100, num_classes=10))
     assert sum(1 for label in labels if label != preprocess.PADDING_LABEL) == 359
@@ -371,7 +368,8 @@ def test_failed_conversion_keeps_the_old_records(tmp_path):
     output = tmp_path / "records"
     output.mkdir()
     (output / "train-00000-of-00001").write_bytes(b"old records")
-    with pytest.raises(photo_records.RecordsConversionError, match=r"class folder\(s\) cat, dog have no readable image"):
+    with pytest.raises(photo_records.RecordsConversionError,
+                       match=r"class folder\(s\) cat, dog have no readable image"):
         photo_records.convert(str(photos), str(output), overwrite=True, num_workers=1)
     assert sorted(os.listdir(str(output))) == ["train-00000-of-00001"]
     assert (output / "train-00000-of-00001").read_bytes() == b"old records"

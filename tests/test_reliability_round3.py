@@ -19,17 +19,14 @@ import pytest
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from conftest import DEMO_DATA, REPO_ROOT, device_flags, python_env, run_python
-
-from effnet.data import photo_records
 import preprocess
-from effnet.data import pipeline_errors
-from effnet.training import resume
-from effnet.training.errors import TrainingError
+from conftest import DEMO_DATA, REPO_ROOT, device_flags, python_env, run_python
 from effnet.checkpoints import checkpoint_reader, run_config
+from effnet.data import photo_records, pipeline_errors
 from effnet.devices import device
 from effnet.evaluation import evaluation
-from effnet.training import training_policy
+from effnet.training import resume, training_policy
+from effnet.training.errors import TrainingError
 from effnet.weights import weight_readers
 
 STEPS = 4
@@ -95,7 +92,7 @@ def test_damaged_run_record_is_one_line_naming_it(model_copy, tmp_path):
     for tool, result in runs.items():
         if tool == "predict.py":  # predict.py prints its errors without absl's sys.exit
             assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
-            line = [l for l in result.stderr.splitlines() if l.startswith("error: ")][-1]
+            line = [text for text in result.stderr.splitlines() if text.startswith("error: ")][-1]
         else:
             line = _error_line(result)
         assert record in line and "is damaged" in line, (tool, line)
@@ -207,7 +204,7 @@ def test_make_tfrecords_skips_images_too_small_and_lists_them(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "wrote 6 train and 2 validation images of 2 classes" in result.stdout
     small = [os.path.join(photos, name, "%d.png" % index) for name in ("cat", "dog") for index in (4, 5)]
-    line = [l for l in result.stdout.splitlines() if l.startswith("skipped")]
+    line = [text for text in result.stdout.splitlines() if text.startswith("skipped")]
     assert line == ["skipped 4 images smaller than 8x8 pixels: %s" % ", ".join(small)], result.stdout
     info = preprocess.read_dataset_info(output)
     assert info["num_examples"] == {"train": 6, "validation": 2}

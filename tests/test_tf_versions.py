@@ -9,10 +9,10 @@ import subprocess
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
-
-from effnet import tf_compat
 import tf_roundtrip
+
 from conftest import REPO_ROOT, relative_error
+from effnet import tf_compat
 
 # Inputs and the outputs of TF 1.15.5's CPU Sigmoid / swish kernels for them (float32 bit patterns), in
 # a large tensor: TF 1.15 rounds tensors of a few elements differently (7.75 -> 0x1.ffc792p-1).

@@ -11,7 +11,6 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from conftest import DEMO_DATA, REPO_ROOT, listed_checkpoint_steps, run_python
-
 from effnet.checkpoints import checkpoint_reader
 
 SMALL = ["--TMP_DATA_PATH=%s" % DEMO_DATA, "--image_size=32", "--batch_size=8", "--log_every_n_steps=2"]
@@ -139,7 +138,8 @@ def test_missing_and_empty_data_paths(tmp_path):
     evaluation = run_python(["test.py", "--TMP_DATA_PATH=%s" % (tmp_path / "empty"),
                              "--TMP_MODEL_PATH=%s" % (tmp_path / "nowhere")])
     _assert_clean_error(evaluation, "is empty")
-    evaluation = run_python(["test.py", "--TMP_DATA_PATH=%s" % DEMO_DATA, "--TMP_MODEL_PATH=%s" % (tmp_path / "nowhere")])
+    evaluation = run_python(["test.py", "--TMP_DATA_PATH=%s" % DEMO_DATA,
+                             "--TMP_MODEL_PATH=%s" % (tmp_path / "nowhere")])
     _assert_clean_error(evaluation, "checkpoint not found")
 
 

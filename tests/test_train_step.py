@@ -4,7 +4,6 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from conftest import device_flags, run_python
-
 from effnet.devices import device
 from effnet.training import train_step
 

@@ -11,14 +11,14 @@ import subprocess
 import sys
 import time
 
+import pretrained_weights
 import pytest
+import transfer_data
 
 from conftest import REPO_ROOT, device_flags, python_env, run_python
 from effnet.devices import device
 from effnet.evaluation import evaluation
-import pretrained_weights
 from effnet.training import training_policy
-import transfer_data
 
 # 25 training and 50 validation photos per class; 6 epochs at the default batch of 64 are 5 steps at the
 # model's own 224 px.
@@ -146,7 +146,8 @@ def test_early_stopping_and_resume_after_sigkill_keep_the_best(solar_cells, tmp_
                "--TMP_LOG_PATH=%s" % (tmp_path / "log"), "--TMP_WEIGHTS_PATH=", "--image_size=32", "--batch_size=8",
                "--max_steps=40", "--learning_rate=0", "--batch_norm_momentum=1", "--moving_average_decay=0",
                "--eval_every_n_steps=2", "--early_stopping_patience=2"]
-    first = subprocess.Popen(command, cwd=REPO_ROOT, env=python_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(command, cwd=REPO_ROOT, env=python_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while time.time() < deadline and first.poll() is None and not (model / training_policy.HISTORY_FILE).exists():
         time.sleep(0.2)

@@ -6,8 +6,9 @@ import os
 import random
 import zipfile
 
-from conftest import run_python
 from registry_wheels import cached_wheel
+
+from conftest import run_python
 
 ELPV_PACKAGE = "elpv-dataset==1.0.0.post1"
 ELPV_DATA = "elpv_dataset/data/"

@@ -16,10 +16,10 @@ import signal
 import tempfile
 import threading
 
-from absl import logging
 import numpy as np
-from PIL import Image
 import tensorflow.compat.v1 as tf
+from absl import logging
+from PIL import Image
 
 import preprocess
 

@@ -3,8 +3,8 @@
 CPU runs this as it is; effnet/devices/npu.py and gpu.py add their own session options, optimizer
 wrappers and dropout.
 """
-from absl import flags, logging
 import tensorflow.compat.v1 as tf
+from absl import flags, logging
 
 import efficientnet_model
 from effnet.devices import collectives

@@ -6,8 +6,8 @@ module, and only npu.py imports npu_bridge.
 """
 import os
 
-from absl import flags, logging
 import tensorflow.compat.v1 as tf
+from absl import flags, logging
 
 from effnet import tf_compat
 from effnet.devices import base, gpu, npu

@@ -1,6 +1,6 @@
 """NVIDIA GPUs: memory growth, one GPU per Horovod process, automatic mixed precision with loss scaling, XLA."""
-from absl import logging
 import tensorflow.compat.v1 as tf
+from absl import logging
 from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
 
 from effnet.devices import base

@@ -5,8 +5,8 @@ import json
 import os
 import re
 
-from absl import logging
 import tensorflow.compat.v1 as tf
+from absl import logging
 from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
 
 from effnet.devices import base

@@ -8,15 +8,13 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from absl import flags, logging
 
-from effnet.checkpoints import checkpoint_reader
-from effnet import common_flags
-from effnet.devices import device
-from effnet.export import file_evaluation
-from effnet.export import runtimes
 import efficientnet_builder
 import preprocess
+from effnet import common_flags
+from effnet.checkpoints import checkpoint_reader, run_config
 from effnet.data import pipeline_errors
-from effnet.checkpoints import run_config
+from effnet.devices import device
+from effnet.export import file_evaluation, runtimes
 
 flags.DEFINE_enum("use_ema", "auto", checkpoint_reader.USE_EMA_CHOICES,
                   "Evaluate the EMA shadows of the weights; auto = when the checkpoint has them.")

@@ -15,8 +15,8 @@ crop and bicubic resize; the mean/std normalization is inside every file):
 Every file is written under a temporary name, run on the check images, and renamed only when its check
 passes: a failed export leaves nothing under its final name.
 """
-import importlib
 import collections
+import importlib
 import os
 import shutil
 import sys
@@ -26,10 +26,8 @@ import tensorflow.compat.v1 as tf
 
 import freeze_graph
 import preprocess
-from effnet.checkpoints import checkpoint_reader
-from effnet.checkpoints import run_config
-from effnet.export import outputs
-from effnet.export import runtimes
+from effnet.checkpoints import checkpoint_reader, run_config
+from effnet.export import outputs, runtimes
 
 FORMATS = ("pb", "saved_model", "tflite_fp32", "tflite_fp16", "tflite_int8", "onnx")
 FLOAT_BOUNDS = {"pb": 1e-4, "saved_model": 1e-4, "tflite_fp32": 1e-4, "tflite_fp16": 1e-2, "onnx": 1e-4}

@@ -8,8 +8,7 @@ import os
 import platform
 import re
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 NETWORK = "EfficientNet_for_TensorFlow"
 COMPILED_LINE = "The model has been compiled on the Ascend AI processor"

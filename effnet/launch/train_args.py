@@ -8,8 +8,7 @@ USER_ARGS are the flags the user gave the launcher; --recipe=NAME among them cho
 """
 import sys
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from effnet.training import recipes
 

@@ -13,11 +13,9 @@ import subprocess
 import sys
 import tempfile
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
-from effnet.modelarts import job_config
-from effnet.modelarts import storage
+from effnet.modelarts import job_config, storage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPTS = {"acc": "test/train_full_1p.sh", "perf": "test/train_performance_1p.sh"}

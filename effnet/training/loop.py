@@ -2,8 +2,8 @@
 import contextlib
 import math
 
-from absl import logging
 import tensorflow.compat.v1 as tf
+from absl import logging
 
 from effnet.checkpoints import checkpoint_writer
 from effnet.training.errors import TrainingError

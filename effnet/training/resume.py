@@ -2,8 +2,8 @@
 interrupted save, and the restore or the load of pretrained weights."""
 import os
 
-from absl import logging
 import tensorflow.compat.v1 as tf
+from absl import logging
 
 from effnet.checkpoints import checkpoint_reader, checkpoint_writer
 from effnet.training.errors import TrainingError

@@ -4,8 +4,8 @@ import errno
 import os
 import time
 
-from absl import logging
 import tensorflow.compat.v1 as tf
+from absl import logging
 
 from effnet.checkpoints import checkpoint_reader, checkpoint_writer, run_config
 from effnet.training import loop, training_policy

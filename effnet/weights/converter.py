@@ -12,11 +12,9 @@ import re
 
 import numpy as np
 
-from effnet.checkpoints import checkpoint_reader
 import efficientnet_builder
-from effnet.checkpoints import run_config
+from effnet.checkpoints import checkpoint_reader, run_config
 from effnet.weights import weight_readers
-
 
 
 class WeightsConversionError(ValueError):

@@ -87,7 +87,7 @@ def efficientnet_lite_pytorch_lite0(images, path):
 def _import_timm():
     """timm, imported beside the CPU torch although PyPI's torchvision cannot register its C++ ops there."""
     torch = _import_torch()
-    import torch.library
+    import torch.library  # noqa: F811  (loads the submodule register_fake lives in)
     register_fake = torch.library.register_fake
 
     def register_fake_if_defined(op, *args, **kwargs):
@@ -156,8 +156,8 @@ def keras_applications_b0(images, path):
 
 
 def keras_efficientnet_b0(images, path):
-    import tensorflow as tf
     import efficientnet.tfkeras as efn
+    import tensorflow as tf
     tf.random.set_seed(0)
     model = _randomize_keras(efn.EfficientNetB0(weights=None, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3)))
     model.save_weights(path)  # the package's released .h5 files are save_weights files

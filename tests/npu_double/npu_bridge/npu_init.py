@@ -4,12 +4,11 @@ from tensorflow.core.protobuf import config_pb2
 from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
 
 from npu_bridge.estimator import npu_ops
-from npu_bridge.hccl import hccl_ops
 from npu_bridge.estimator.npu import util
-from npu_bridge.estimator.npu.npu_loss_scale_manager import ExponentialUpdateLossScaleManager
-from npu_bridge.estimator.npu.npu_loss_scale_manager import FixedLossScaleManager
+from npu_bridge.estimator.npu.npu_loss_scale_manager import ExponentialUpdateLossScaleManager, FixedLossScaleManager
 from npu_bridge.estimator.npu.npu_loss_scale_optimizer import NPULossScaleOptimizer
 from npu_bridge.estimator.npu.npu_optimizer import NPUDistributedOptimizer
+from npu_bridge.hccl import hccl_ops
 
 __all__ = ["tf", "config_pb2", "RewriterConfig", "npu_ops", "hccl_ops", "util", "NPUDistributedOptimizer",
            "NPULossScaleOptimizer", "FixedLossScaleManager", "ExponentialUpdateLossScaleManager",
