@@ -1,1 +1,1 @@
-"""Data-side library code: augmentation policies for the input pipeline."""
+"""Data-side library code: photo folders into TFRecords, augmentation policies, input-pipeline errors explained."""

@@ -1,1 +1,1 @@
-"""Training policy: pure functions of the run's settings."""
+"""Training: the step, the loop, validation during training, resume, recipes and the training policy."""

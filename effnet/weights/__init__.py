@@ -1,1 +1,1 @@
-"""Foreign weight files read as plain data (no code run)."""
+"""Foreign weight files read as plain data (no code run) and mapped onto the official checkpoint layout."""
