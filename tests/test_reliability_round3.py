@@ -287,15 +287,19 @@ def test_cancelled_shard_writer_converts_no_more_images(tmp_path):
     assert photo_records._write_shard(str(tmp_path / "shard"), examples, photos)[0] == 3
 
 
+PHOTOS_PER_CLASS_TO_INTERRUPT = 200
+
+
 def test_sigint_during_make_tfrecords_stops_with_one_line_and_keeps_the_old_records(tmp_path):
     photos = tmp_path / "photos"
     for name in ("cat", "dog"):
         (photos / name).mkdir(parents=True)
-    # Large flat PNGs: small on disk, each a large decode and JPEG encode, so the run is far from done when
-    # the signal comes after the first progress line.
+    # Large flat PNGs: small on disk, each a large decode and JPEG encode. The first progress line comes after a
+    # tenth of them; the other nine tenths take about 30 s on an idle CI machine (40 took 3 s there, and a
+    # loaded test process once needed longer than that to send the signal), far more than it ever took to react.
     Image.new("RGB", (3000, 3000), (10, 200, 30)).save(str(photos / "cat" / "0.png"))
     for name in ("cat", "dog"):
-        for index in range(20):
+        for index in range(PHOTOS_PER_CLASS_TO_INTERRUPT):
             if (name, index) != ("cat", 0):
                 shutil.copy(str(photos / "cat" / "0.png"), str(photos / name / ("%d.png" % index)))
     output = tmp_path / "records"
@@ -317,9 +321,10 @@ def test_sigint_during_make_tfrecords_stops_with_one_line_and_keeps_the_old_reco
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
     lines = [line for line in stderr.splitlines() if line.startswith("interrupted")]
     assert len(lines) == 1 and "nothing was written to %s" % output in lines[0], stderr[-3000:]
-    converted = int(re.search(r"after (\d+) of 40 images", lines[0]).group(1))
-    assert converted < 40
-    assert "converted 40/40" not in stderr and stdout == ""
+    total = 2 * PHOTOS_PER_CLASS_TO_INTERRUPT
+    converted = int(re.search(r"after (\d+) of %d images" % total, lines[0]).group(1))
+    assert converted < total
+    assert "converted %d/%d" % (total, total) not in stderr and stdout == ""
     assert sorted(os.listdir(str(output))) == ["train-00000-of-00001"]
     assert (output / "train-00000-of-00001").read_bytes() == b"old records"
 
