@@ -290,13 +290,19 @@ def test_cancelled_shard_writer_converts_no_more_images(tmp_path):
 PHOTOS_PER_CLASS_TO_INTERRUPT = 200
 
 
+def _ctrl_c_as_in_a_terminal():
+    """SIGINT back to its default in the child, as in a terminal: a shell starting a job in the background (as
+    CI starts the suite) ignores SIGINT there, children inherit that, and Python then installs no
+    KeyboardInterrupt handler, so the signal would be ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_during_make_tfrecords_stops_with_one_line_and_keeps_the_old_records(tmp_path):
     photos = tmp_path / "photos"
     for name in ("cat", "dog"):
         (photos / name).mkdir(parents=True)
     # Large flat PNGs: small on disk, each a large decode and JPEG encode. The first progress line comes after a
-    # tenth of them; the other nine tenths take about 30 s on an idle CI machine (40 took 3 s there, and a
-    # loaded test process once needed longer than that to send the signal), far more than it ever took to react.
+    # tenth of them and the other nine tenths take about 30 s, far more than the signal ever took to arrive.
     Image.new("RGB", (3000, 3000), (10, 200, 30)).save(str(photos / "cat" / "0.png"))
     for name in ("cat", "dog"):
         for index in range(PHOTOS_PER_CLASS_TO_INTERRUPT):
@@ -310,7 +316,7 @@ def test_sigint_during_make_tfrecords_stops_with_one_line_and_keeps_the_old_reco
         process = subprocess.Popen(
             [sys.executable, "make_tfrecords.py", "--input_dir=%s" % photos, "--output_dir=%s" % output,
              "--overwrite", "--num_workers=2"], cwd=REPO_ROOT, env=python_env(), stdout=subprocess.PIPE,
-            stderr=log, universal_newlines=True)
+            stderr=log, universal_newlines=True, preexec_fn=_ctrl_c_as_in_a_terminal)
         deadline = time.time() + 300
         while process.poll() is None and "converted " not in open(log_path).read() and time.time() < deadline:
             time.sleep(0.05)
