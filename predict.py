@@ -19,10 +19,7 @@ import sys
 import numpy as np
 import tensorflow.compat.v1 as tf
 from absl import app, flags
-from google.protobuf import message
 
-import efficientnet_builder
-import freeze_graph
 import preprocess
 from effnet.checkpoints import checkpoint_reader, run_config
 from effnet.export import runtimes
@@ -90,109 +87,10 @@ def class_names(num_classes, labels=None, data_path=None):
     return names
 
 
-class CheckpointModel(object):
-    """The classifier rebuilt from a checkpoint (EMA or raw weights)."""
-
-    def __init__(self, checkpoint, model_name=None, num_classes=None, image_size=None, use_ema="auto"):
-        prefix = checkpoint_reader.resolve_checkpoint(checkpoint)
-        self.model_name, self.num_classes, self.image_size = checkpoint_reader.infer_model(
-            prefix, model_name, num_classes, image_size)
-        self.use_ema = checkpoint_reader.resolve_use_ema(use_ema, prefix)
-        self.source = "%s (%s, %s weights)" % (prefix, self.model_name, "EMA" if self.use_ema else "raw")
-        graph = tf.Graph()
-        with graph.as_default():
-            self._input, self._logits, self._probs = freeze_graph.build_inference_graph(
-                self.model_name, self.num_classes, self.image_size, batch_size=None)
-            self._sess = tf.Session(graph=graph)
-            checkpoint_reader.restore(self._sess, prefix, tf.global_variables(), self.use_ema)
-
-    def classify(self, image):
-        """(logits, probabilities) of one preprocessed image (float32 [S,S,3], RGB 0..255)."""
-        logits, probs = self._sess.run((self._logits, self._probs), {self._input: image[None]})
-        return logits[0], probs[0]
-
-
-class FrozenModel(object):
-    """A frozen graph from freeze_graph.py, whichever input dtype, batch and normalization it was given."""
-
-    def __init__(self, pb_path, model_name=None, image_size=None):
-        if not os.path.isfile(pb_path):
-            raise PredictError("frozen graph %s not found: pass a .pb written by freeze_graph.py" % pb_path)
-        graph_def = tf.GraphDef()
-        try:
-            with open(pb_path, "rb") as f:
-                graph_def.ParseFromString(f.read())
-        except message.DecodeError as err:
-            raise PredictError("cannot parse %s as a TensorFlow graph (%s): pass a .pb written by "
-                               "freeze_graph.py" % (pb_path, err))
-        graph = tf.Graph()
-        with graph.as_default():
-            tf.import_graph_def(graph_def, name="")
-        names = {node.name for node in graph_def.node}
-        wanted = [freeze_graph.INPUT_NAME] + list(freeze_graph.OUTPUT_NAMES)
-        if not set(wanted) <= names:
-            raise PredictError("frozen graph %s lacks the nodes %s: freeze it with freeze_graph.py"
-                               % (pb_path, ", ".join(sorted(set(wanted) - names))))
-        self._input = graph.get_tensor_by_name(freeze_graph.INPUT_NAME + ":0")
-        self._logits, self._probs = [graph.get_tensor_by_name(name + ":0")
-                                     for name in freeze_graph.OUTPUT_NAMES]
-        shape = self._input.shape.as_list()
-        self._batch = shape[0]
-        self.image_size = shape[1]
-        if image_size and image_size != self.image_size:
-            raise PredictError("frozen graph %s takes %dx%d images, not --image_size=%d: drop --image_size"
-                               % (pb_path, self.image_size, self.image_size, image_size))
-        self.num_classes = self._probs.shape.as_list()[-1]
-        self.model_name = model_name or _graph_model_name(names)
-        self._normalization = None
-        if not any(name.startswith("normalize/") for name in names):
-            if self._input.dtype == tf.uint8:
-                raise PredictError("frozen graph %s takes uint8 input normalized by ATC's AIPP, which the host "
-                                   "cannot feed: predict with --checkpoint, or freeze with normalization "
-                                   "inside the graph" % pb_path)
-            if not self.model_name:
-                raise PredictError("cannot tell the model of %s to normalize its input: pass --model_name"
-                                   % pb_path)
-            mean, std = efficientnet_builder.normalization_constants(self.model_name)
-            self._normalization = (np.array(mean, np.float32), np.array(std, np.float32))
-        self.source = "%s (%s)" % (pb_path, self.model_name or "frozen graph")
-        self._sess = tf.Session(graph=graph)
-
-    def classify(self, image):
-        """(logits, probabilities) of one preprocessed image (float32 [S,S,3], RGB 0..255)."""
-        if self._normalization:
-            image = (image - self._normalization[0]) / self._normalization[1]
-        if self._input.dtype == tf.uint8:
-            image = np.clip(np.round(image), 0, 255).astype(np.uint8)
-        batch = np.repeat(image[None], self._batch or 1, axis=0)
-        logits, probs = self._sess.run((self._logits, self._probs), {self._input: batch})
-        return logits[0], probs[0]
-
-
-class ExportedModel(object):
-    """Any file export.py writes (.pb, SavedModel folder, .tflite, .onnx), through effnet.export.runtimes."""
-
-    def __init__(self, path, num_classes=None, image_size=None):
-        self._runtime = runtimes.open_model(path, num_classes=num_classes, image_size=image_size)
-        self.num_classes, self.image_size = self._runtime.num_classes, self._runtime.image_size
-        self.source = self._runtime.source
-
-    def classify(self, image):
-        """(logits, probabilities) of one preprocessed image (float32 [S,S,3], RGB 0..255)."""
-        logits = self._runtime.logits(image[None])[0]
-        return logits, runtimes.softmax(logits)
-
-
-def _graph_model_name(node_names):
-    """The efficientnet-* scope of a frozen graph's nodes, or None."""
-    scopes = {name.split("/", 1)[0] for name in node_names
-              if name.startswith("efficientnet-") and "/" in name}
-    return scopes.pop() if len(scopes) == 1 else None
-
-
 def predict(model, names, files, top_k=5, out=sys.stdout, rows=None):
     """Prints the top-k classes of each readable image, appending [path, (class, index, probability) x top_k]
-    to `rows` when given; returns (count, [(path, reason)] skipped)."""
+    to `rows` when given; returns (count, [(path, reason)] skipped). `model` is a runtime of
+    effnet.export.runtimes (a checkpoint or any exported file)."""
     graph = tf.Graph()
     with graph.as_default():
         path = tf.placeholder(tf.string, [])
@@ -208,7 +106,8 @@ def predict(model, names, files, top_k=5, out=sys.stdout, rows=None):
                 skipped.append((file_path, reason.splitlines()[0]))
                 print("warning: skipping %s: %s" % skipped[-1], file=sys.stderr)
                 continue
-            logits, probs = model.classify(pixels)
+            logits = model.logits(pixels[None])[0]
+            probs = runtimes.softmax(logits)
             print(file_path, file=out)
             # Rank by logits: saturated probabilities tie at 0 and would lose the order.
             ranked = np.argsort(-logits, kind="stable")[:top_k]
@@ -240,12 +139,9 @@ def run(inputs, checkpoint=None, frozen_graph=None, model_name=None, num_classes
     files, skipped = collect_images(inputs)
     for path, reason in skipped:
         print("warning: skipping %s: %s" % (path, reason), file=sys.stderr)
-    if frozen_graph:
-        model = FrozenModel(frozen_graph, model_name, image_size)
-    elif runtimes.kind_of(checkpoint):
-        model = ExportedModel(checkpoint, num_classes, image_size)
-    else:
-        model = CheckpointModel(checkpoint, model_name, num_classes, image_size, use_ema)
+    # --frozen_graph is a .pb whatever its file name; --checkpoint is told apart by runtimes.kind_of.
+    model = runtimes.open_model(checkpoint or frozen_graph, model_name, num_classes, image_size, use_ema,
+                                kind="pb" if frozen_graph else None)
     if checkpoint and not (labels or data_path):
         # export.py puts labels.txt beside its files (a SavedModel folder's parent holds it).
         labels = run_config.labels_file(os.path.dirname(checkpoint.rstrip(os.sep))

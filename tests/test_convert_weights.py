@@ -25,6 +25,7 @@ import freeze_graph
 import predict
 from conftest import DEMO_DATA, FIXTURE_DIR, REPO_ROOT, relative_error, run_python
 from effnet.checkpoints import checkpoint_reader
+from effnet.export import runtimes
 from effnet.weights import converter, weight_readers
 
 PHOTOS = os.path.join(FIXTURE_DIR, "photos")
@@ -277,7 +278,7 @@ def test_real_lite0_weights_name_the_photos(real_lite0):
 def test_real_lite0_freezes_and_fine_tunes(real_lite0, tmp_path):
     frozen = freeze_graph.freeze(str(real_lite0), output=str(tmp_path / "lite0.pb"))
     output = io.StringIO()
-    model = predict.FrozenModel(frozen.output)
+    model = runtimes.open_model(frozen.output)
     predict.predict(model, predict.class_names(1000), [os.path.join(PHOTOS, "chelsea.jpg")], top_k=1, out=output)
     assert _top1(output.getvalue())["chelsea.jpg"] in EXPECTED_CLASSES["chelsea.jpg"]
 

@@ -70,10 +70,10 @@ def test_every_float_format_names_the_photos_as_the_checkpoint(lite0, fixture_di
     assert (output / "aipp.cfg").read_text() == exporter.aipp_config(SIZE)
 
     # predict.py's path, per file: the same top-1 names as the checkpoint's.
-    expected = photo_names(predict.CheckpointModel(str(lite0), image_size=SIZE), photos)
+    expected = photo_names(runtimes.open_model(str(lite0), image_size=SIZE), photos)
     for kind in FLOAT_FORMATS:
         path = str(output / names[kind])
-        assert photo_names(predict.ExportedModel(path), photos) == expected, kind
+        assert photo_names(runtimes.open_model(path), photos) == expected, kind
 
     # The SavedModel's serving signature gives probabilities and the top 5 besides the logits.
     with tf.Graph().as_default(), tf.Session() as sess:

@@ -10,6 +10,7 @@ import pytest
 
 import freeze_graph
 import predict
+from effnet.export import runtimes
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,7 +32,7 @@ def imagenet_names():
 
 @pytest.fixture(scope="module")
 def model(golden):
-    return predict.CheckpointModel(golden["ckpt_dir"])
+    return runtimes.open_model(golden["ckpt_dir"])
 
 
 def parse_output(text):
@@ -122,7 +123,7 @@ def test_class_names_sources(tmp_path, imagenet_names):
 def test_frozen_graph_without_normalization_predicts_like_checkpoint(golden, imagenet_names, tmp_path):
     result = freeze_graph.freeze(golden["ckpt_dir"], output=str(tmp_path / "b0.pb"), normalize=False,
                                  batch_size=2)
-    frozen = predict.FrozenModel(result.output)
+    frozen = runtimes.open_model(result.output)
     assert (frozen.model_name, frozen.num_classes, frozen.image_size) == ("efficientnet-b0", 1000, 224)
     out = io.StringIO()
     predicted, skipped = predict.predict(frozen, imagenet_names, golden["photo_paths"], out=out)
@@ -135,5 +136,5 @@ def test_frozen_graph_without_normalization_predicts_like_checkpoint(golden, ima
 def test_frozen_graph_for_aipp_is_refused_with_a_clear_message(golden, tmp_path):
     result = freeze_graph.freeze(golden["ckpt_dir"], output=str(tmp_path / "aipp.pb"), normalize=False,
                                  input_dtype="uint8")
-    with pytest.raises(predict.PredictError, match="normalized by ATC's AIPP"):
-        predict.FrozenModel(result.output)
+    with pytest.raises(runtimes.ModelFileError, match="normalized by ATC's AIPP"):
+        runtimes.open_model(result.output)

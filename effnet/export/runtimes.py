@@ -256,10 +256,12 @@ class OnnxRuntime(object):
         self.session = None
 
 
-def open_model(path, model_name=None, num_classes=None, image_size=None, use_ema="auto", num_threads=None):
+def open_model(path, model_name=None, num_classes=None, image_size=None, use_ema="auto", num_threads=None,
+               kind=None):
     """The runtime for `path`: an exported file (by its extension; a folder with saved_model.pb), else a
-    checkpoint folder or prefix. image_size/num_classes given for an exported file must match it."""
-    kind = kind_of(path)
+    checkpoint folder or prefix; `kind` (a kind_of value) names the format whatever the file name.
+    image_size/num_classes given for an exported file must match it."""
+    kind = kind or kind_of(path)
     if kind is None:
         return CheckpointRuntime(path, model_name, num_classes, image_size, use_ema)
     if not os.path.exists(path):
