@@ -2,7 +2,7 @@
 
 Usage:
   python export.py --checkpoint=model/best --data_path=data/mydata [--output_dir=model/best/export]
-      [--formats=pb,saved_model,tflite_fp32,tflite_fp16,tflite_int8,onnx] [--use_ema=auto|true|false]
+      [--formats=pb,saved_model,tflite_fp32,tflite_fp16,tflite_int8,onnx] [--weights_variant=auto|ema|raw]
       [--check_images=100] [--calibration_images=100] [--images=photo.jpg,...] [--overwrite]
 
 Writes the frozen graph (.pb), a SavedModel, TFLite float32 / float16 / int8 (full-integer, calibrated on
@@ -22,6 +22,7 @@ import tensorflow.compat.v1 as tf
 from absl import app, flags
 
 import preprocess
+from effnet import cli
 from effnet.checkpoints import checkpoint_reader
 from effnet.export import exporter, outputs, runtimes
 
@@ -36,8 +37,7 @@ def define_flags():
     flags.DEFINE_string("output_dir", None, "Folder for the exported files; default: <checkpoint dir>/export.")
     flags.DEFINE_list("formats", [], "Formats to write, of %s; default: all whose packages are installed."
                       % ",".join(exporter.FORMATS))
-    flags.DEFINE_enum("use_ema", "auto", checkpoint_reader.USE_EMA_CHOICES,
-                      "Export the EMA shadow weights: auto = when the checkpoint has them; false = raw weights.")
+    cli.define_weights_variant("Which weights of the checkpoint to export.")
     flags.DEFINE_integer("image_size", None, "Input size; default: the size the checkpoint was trained at.")
     flags.DEFINE_integer("check_images", 100, "Validation images each export is checked on.")
     flags.DEFINE_integer("calibration_images", 100, "Training images that calibrate the int8 ranges.")
@@ -57,7 +57,7 @@ def main(argv):
     tf.logging.set_verbosity(tf.logging.ERROR)
     try:
         result = exporter.export(
-            FLAGS.checkpoint, FLAGS.output_dir, FLAGS.formats, FLAGS.use_ema, FLAGS.data_path, FLAGS.images,
+            FLAGS.checkpoint, FLAGS.output_dir, FLAGS.formats, cli.weights_variant(), FLAGS.data_path, FLAGS.images,
             FLAGS.check_images, FLAGS.calibration_images, FLAGS.image_size, FLAGS.overwrite,
             FLAGS.int8_max_top1_drop, FLAGS.int8_min_agreement, FLAGS.soc_version)
     except (exporter.ExportError, outputs.OutputError, runtimes.ModelFileError, checkpoint_reader.CheckpointError,

@@ -1,14 +1,14 @@
 """Freezes an EfficientNet checkpoint into a .pb for offline inference (ATC on Ascend 310).
 
 Usage:
-  python freeze_graph.py --checkpoint=model/ [--use_ema=auto|true|false] [--input_dtype=uint8]
+  python freeze_graph.py --checkpoint=model/ [--weights_variant=auto|ema|raw] [--input_dtype=uint8]
       [--nonormalize] [--batch_size=1] [--output=model/efficientnet-b0.pb] [--overwrite]
 
 The frozen graph takes `input` (NHWC, batch_size x S x S x 3, RGB 0..255 unless --nonormalize)
 and returns `logits` and `probs` (softmax). With --nonormalize the mean/std normalization is left
 to the ATC AIPP stage; the AIPP values are printed and written next to the .pb.
---use_ema is a tristate: auto (default) restores the ExponentialMovingAverage shadows when the
-checkpoint has them, true requires them, false restores the raw weights.
+--weights_variant: auto (default) restores the ExponentialMovingAverage shadows when the checkpoint
+has them, ema requires them, raw restores the raw weights (--use_ema=auto|true|false is its deprecated name).
 An existing .pb or AIPP file is replaced only with --overwrite, a file of the checkpoint never; the files are
 written under a temporary name and renamed when complete.
 """
@@ -21,7 +21,7 @@ import tensorflow.compat.v1 as tf
 from absl import app, flags
 
 import efficientnet_builder
-from effnet import tf_compat
+from effnet import cli, tf_compat
 from effnet.checkpoints import checkpoint_reader
 from effnet.export import outputs
 
@@ -44,8 +44,7 @@ def define_flags():
     flags.DEFINE_integer("image_size", None, "Input height and width; default: the size the checkpoint was trained at "
                          "(run_config.json), else the model's resolution.")
     flags.DEFINE_string("output", None, "Output .pb path; default: <checkpoint dir>/<model_name>.pb.")
-    flags.DEFINE_enum("use_ema", "auto", checkpoint_reader.USE_EMA_CHOICES,
-                      "Restore EMA shadow weights: auto = when the checkpoint has them; false = raw weights.")
+    cli.define_weights_variant("Which weights of the checkpoint to freeze.")
     flags.DEFINE_enum("input_dtype", "float32", sorted(INPUT_DTYPES),
                       "Dtype of the `input` placeholder; uint8 is cast to float inside the graph.")
     flags.DEFINE_bool("normalize", True,
@@ -179,7 +178,7 @@ def main(argv):
         raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
     try:
         result = freeze(FLAGS.checkpoint, FLAGS.model_name, FLAGS.num_classes, FLAGS.image_size, FLAGS.output,
-                        FLAGS.use_ema, FLAGS.input_dtype, FLAGS.normalize, FLAGS.batch_size,
+                        cli.weights_variant(), FLAGS.input_dtype, FLAGS.normalize, FLAGS.batch_size,
                         FLAGS.soc_version, FLAGS.overwrite)
     except (ValueError, IOError, tf.errors.OpError) as err:
         print("error: %s" % err, file=sys.stderr)

@@ -21,7 +21,8 @@ import tensorflow.compat.v1 as tf
 from absl import app, flags
 
 import preprocess
-from effnet.checkpoints import checkpoint_reader, run_config
+from effnet import cli
+from effnet.checkpoints import run_config
 from effnet.export import runtimes
 
 FLAGS = flags.FLAGS
@@ -44,8 +45,7 @@ def define_flags():
                          "(run_config.json), else the model's resolution.")
     flags.DEFINE_string("labels", None, "Class names, one per line in class order (default: see module doc).")
     flags.DEFINE_string("data_path", None, "Dataset folder whose labels.txt names the classes.")
-    flags.DEFINE_enum("use_ema", "auto", checkpoint_reader.USE_EMA_CHOICES,
-                      "Restore EMA shadow weights: auto = when the checkpoint has them; false = raw weights.")
+    cli.define_weights_variant("Which weights of a checkpoint to classify with.")
     flags.DEFINE_integer("top_k", 5, "Number of classes printed per image.")
     flags.DEFINE_string("output_csv", None, "Also write a CSV (path, then class, index and probability of each of "
                         "the top-k) to this new file.")
@@ -174,7 +174,7 @@ def main(argv):
     tf.logging.set_verbosity(tf.logging.ERROR)
     try:
         run(list(FLAGS.images) + list(argv[1:]), FLAGS.checkpoint, FLAGS.frozen_graph, FLAGS.model_name,
-            FLAGS.num_classes, FLAGS.image_size, FLAGS.labels, FLAGS.data_path, FLAGS.use_ema, FLAGS.top_k,
+            FLAGS.num_classes, FLAGS.image_size, FLAGS.labels, FLAGS.data_path, cli.weights_variant(), FLAGS.top_k,
             FLAGS.output_csv)
     except (ValueError, IOError, tf.errors.OpError) as err:
         print("error: %s" % err, file=sys.stderr)

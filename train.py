@@ -19,7 +19,7 @@ from absl import app, flags, logging
 
 import efficientnet_builder
 import preprocess
-from effnet import common_flags
+from effnet import cli, common_flags
 from effnet.checkpoints import checkpoint_reader, checkpoint_writer, run_config
 from effnet.data import pipeline_errors
 from effnet.devices import device
@@ -36,8 +36,7 @@ flags.DEFINE_string("TMP_LOG_PATH", "./log", "Folder for TensorBoard summaries."
 flags.DEFINE_string("TMP_WEIGHTS_PATH", "./weights",
                     "Pretrained checkpoint (prefix, or a folder holding one) to start from; "
                     "an empty folder or '' trains from scratch.")
-flags.DEFINE_enum("pretrained_weights", "auto", ("auto", "ema", "raw"),
-                  "Which values to take from TMP_WEIGHTS_PATH: auto = the EMA shadows when present.")
+cli.define_weights_aliases(("pretrained_weights",))  # --weights_variant is in common_flags
 flags.DEFINE_float("learning_rate", 0.01,
                    "Peak learning rate (after warm-up) for the global batch, batch_size x devices; used as given "
                    "(linear scaling rule: scale it in proportion to the global batch).")
@@ -316,7 +315,7 @@ def _train(dev, model_dir, start_time, stop):
     writer = tf.summary.FileWriter(FLAGS.TMP_LOG_PATH) if dev.is_chief else None
     with tf.Session(config=dev.session_config()) as sess:
         logging.info(resume.restore_or_initialize(sess, graph, latest, model_dir, weights_prefix,
-                                                   FLAGS.pretrained_weights))
+                                                   cli.weights_variant()))
         if dev.is_chief and latest:  # once restored: what a run killed before its retention left over goes
             checkpoint_writer.apply_retention(model_dir, FLAGS.keep_checkpoint_max, latest)
         if graph.broadcast is not None:
@@ -360,6 +359,7 @@ def _train(dev, model_dir, start_time, stop):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
+    cli.weights_variant()  # a deprecated alias warns here, at the start
     try:
         if FLAGS.is_training:
             train()

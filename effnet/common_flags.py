@@ -3,6 +3,7 @@ and the quieting of TensorFlow's log noise both tools share."""
 from absl import flags
 
 import efficientnet_builder
+from effnet import cli
 
 flags.DEFINE_string("TMP_DATA_PATH", "./data/demo",
                     "Folder with train-*/validation-* TFRecords (or train_tf/ and valid_tf/).")
@@ -15,6 +16,8 @@ flags.DEFINE_integer("num_classes", 0, "Classifier width; 0 = from the dataset i
 flags.DEFINE_integer("image_size", 0, "Input resolution; 0 = the one recorded in TMP_MODEL_PATH, "
                                       "else the model's own (224 for B0).")
 flags.DEFINE_integer("batch_size", 64, "Images per step on each device.", lower_bound=1)
+cli.define_weights_variant("Which weights of a checkpoint to read: of TMP_WEIGHTS_PATH when training starts from "
+                           "pretrained weights, of TMP_MODEL_PATH when evaluating (test.py, --nois_training).")
 
 
 class FlagError(ValueError):

@@ -105,8 +105,11 @@ def test_checkpoint_facts(golden):
     assert checkpoint_reader.checkpoint_model_name(prefix) == "efficientnet-b0"
     assert checkpoint_reader.checkpoint_num_classes(prefix) == golden["num_classes"] == 1000
     assert checkpoint_reader.resolve_use_ema("auto", prefix) is True
+    assert checkpoint_reader.resolve_use_ema("raw", prefix) is False
+    assert checkpoint_reader.resolve_use_ema("ema", prefix) is True
+    # The deprecated --use_ema vocabulary still reads.
     assert checkpoint_reader.resolve_use_ema("false", prefix) is False
-    with pytest.raises(CheckpointError, match="auto|true|false"):
+    with pytest.raises(CheckpointError, match=r"auto\|ema\|raw, got 'maybe'"):
         checkpoint_reader.resolve_use_ema("maybe", prefix)
 
 
@@ -144,7 +147,7 @@ def test_restore_map_without_ema_shadows_says_use_raw(tmp_path):
     assert not checkpoint_reader.has_ema(prefix)
     with tf.Graph().as_default():
         variables = [tf.Variable(tf.zeros([3, 3, 3, 32]), name="efficientnet-b0/stem/conv2d/kernel")]
-        with pytest.raises(CheckpointError, match="no ExponentialMovingAverage.*--use_ema=false"):
+        with pytest.raises(CheckpointError, match="no ExponentialMovingAverage.*--weights_variant=raw"):
             checkpoint_reader.model_variables_restore_map(prefix, variables, use_ema=True)
         var_list, _ = checkpoint_reader.model_variables_restore_map(prefix, variables, use_ema=False)
         assert list(var_list) == ["efficientnet-b0/stem/conv2d/kernel"]
@@ -206,7 +209,7 @@ def test_cli_raw_weights_without_normalization_prints_atc_and_aipp(golden, b0_ou
     output = str(tmp_path / "out" / "raw.pb")
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO_ROOT, "freeze_graph.py"),
-         "--checkpoint=" + os.path.dirname(golden["prefix"]), "--output=" + output, "--use_ema=false",
+         "--checkpoint=" + os.path.dirname(golden["prefix"]), "--output=" + output, "--weights_variant=raw",
          "--nonormalize", "--batch_size=4"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]

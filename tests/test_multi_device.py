@@ -476,7 +476,7 @@ def test_two_ranks_equal_one_process_over_the_same_global_batch(equivalent_runs)
     two_values = tf.train.load_checkpoint(os.path.join(two["model"], "model.ckpt-3"))
     one_values = tf.train.load_checkpoint(os.path.join(one["model"], "model.ckpt-3"))
     for name in HEAD + tuple(n + "/ExponentialMovingAverage" for n in HEAD):
-        # The run started from the EMA weights (--pretrained_weights=auto).
+        # The run started from the EMA weights (--weights_variant=auto).
         update = np.abs(one_values.get_tensor(name) - start_values.get_tensor(
             name.split("/Exponential")[0] + "/ExponentialMovingAverage")).max()
         assert update > 1e-3, (name, update)

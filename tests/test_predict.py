@@ -66,8 +66,11 @@ def test_cli_prints_named_top5_per_photo(golden, imagenet_names, tmp_path):
     photos = tmp_path / "photos"
     shutil.copytree(os.path.dirname(golden["photo_paths"][0]), str(photos))
     (photos / "README.txt").write_text("not an image\n")
-    proc = run_cli("--checkpoint=" + golden["ckpt_dir"], "--images=" + golden["photo_paths"][0], str(photos))
+    # --use_ema, the deprecated name of --weights_variant, still works with one warning line.
+    proc = run_cli("--checkpoint=" + golden["ckpt_dir"], "--images=" + golden["photo_paths"][0], str(photos),
+                   "--use_ema=true")
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "warning: --use_ema=true is deprecated: pass --weights_variant=ema\n" in proc.stderr
     assert "warning: skipping %s: " % (photos / "README.txt") in proc.stderr
     results = parse_output(proc.stdout)
     expected_paths = [golden["photo_paths"][0]] + [str(photos / name) for name in golden["photos"]]

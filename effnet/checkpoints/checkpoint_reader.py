@@ -18,7 +18,11 @@ from effnet.checkpoints import run_config
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
 HEAD_SCOPE = "/head/dense/"
-USE_EMA_CHOICES = ("auto", "true", "false")
+# Which weights of a checkpoint to read (--weights_variant): the EMA shadows, the raw variables, or auto = the
+# shadows when the checkpoint has them.
+WEIGHTS_VARIANTS = ("auto", "ema", "raw")
+# The deprecated --use_ema vocabulary, still taken: true = ema, false = raw.
+_USE_EMA_VARIANTS = {"true": "ema", "false": "raw"}
 _MAX_LISTED = 10
 _DATA_SHARD = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
 _STEP = re.compile(r"-(\d+)$")
@@ -265,16 +269,18 @@ def infer_model(prefix, model_name=None, num_classes=None, image_size=None):
     return model_name, num_classes, image_size or recorded.get("image_size") or spec.resolution
 
 
-def resolve_use_ema(use_ema, prefix):
-    """Turns an auto|true|false choice (or a bool) into a bool: auto = the checkpoint has EMA shadows."""
-    if isinstance(use_ema, bool):
-        return use_ema
-    choice = str(use_ema).lower()
-    if choice not in USE_EMA_CHOICES:
-        raise CheckpointError("use_ema must be one of %s, got %r" % ("|".join(USE_EMA_CHOICES), use_ema))
+def resolve_use_ema(variant, prefix):
+    """Whether to read the EMA shadows, for a weights variant (auto|ema|raw; the deprecated true|false) or a
+    bool: auto = the checkpoint has EMA shadows."""
+    if isinstance(variant, bool):
+        return variant
+    choice = str(variant).lower()
+    choice = _USE_EMA_VARIANTS.get(choice, choice)
+    if choice not in WEIGHTS_VARIANTS:
+        raise CheckpointError("--weights_variant must be one of %s, got %r" % ("|".join(WEIGHTS_VARIANTS), variant))
     if choice == "auto":
         return has_ema(prefix)
-    return choice == "true"
+    return choice == "ema"
 
 
 def listed(names, limit=_MAX_LISTED):
@@ -333,7 +339,7 @@ def _raise_missing(prefix, shapes, model_vars, missing, use_ema):
     if use_ema and not any(key.endswith(EMA_SUFFIX) for key in shapes):
         raise CheckpointError(
             "checkpoint %s has no ExponentialMovingAverage shadow variables: restore the raw weights "
-            "(--use_ema=false)" % prefix)
+            "(--weights_variant=raw)" % prefix)
     raise CheckpointError(
         "checkpoint %s lacks %d keys the model needs%s: %s; pass a checkpoint of the same model and "
         "options" % (prefix, len(missing), " (EMA shadows)" if use_ema else "", listed(missing)))

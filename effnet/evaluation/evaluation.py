@@ -10,14 +10,12 @@ from absl import flags, logging
 
 import efficientnet_builder
 import preprocess
-from effnet import common_flags
+from effnet import cli, common_flags
 from effnet.checkpoints import checkpoint_reader, run_config
 from effnet.data import pipeline_errors
 from effnet.devices import device
 from effnet.export import file_evaluation, runtimes
 
-flags.DEFINE_enum("use_ema", "auto", checkpoint_reader.USE_EMA_CHOICES,
-                  "Evaluate the EMA shadows of the weights; auto = when the checkpoint has them.")
 flags.DEFINE_string("report_dir", None, "Folder for per_class.csv, confusion.csv and misclassified.csv; default: "
                     "eval_<step> beside a checkpoint train.py wrote (a new eval_<step>.N when that exists); none "
                     "for other checkpoints.")
@@ -226,7 +224,7 @@ def class_names(prefix, data_path, num_classes):
 def main_from_flags():
     """Evaluates TMP_MODEL_PATH on TMP_DATA_PATH as the flags say and prints the results."""
     common_flags.check()
-    result = evaluate(FLAGS.TMP_DATA_PATH, FLAGS.TMP_MODEL_PATH, FLAGS.batch_size, FLAGS.use_ema,
+    result = evaluate(FLAGS.TMP_DATA_PATH, FLAGS.TMP_MODEL_PATH, FLAGS.batch_size, cli.weights_variant(),
                       FLAGS.model_name, FLAGS.num_classes, FLAGS.image_size)
     if result.get("source"):
         print("Model file: %s" % result["source"])

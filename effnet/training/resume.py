@@ -50,8 +50,8 @@ def remove_partial_saves(folder, model_dir):
                         ", ".join(os.path.relpath(p, model_dir) for p in found))
 
 
-def restore_or_initialize(sess, graph, latest, model_dir, weights_prefix, pretrained_weights):
-    """Resumes from `latest`, else loads the pretrained weights (`pretrained_weights`: auto, ema or raw);
+def restore_or_initialize(sess, graph, latest, model_dir, weights_prefix, weights_variant):
+    """Resumes from `latest`, else loads the pretrained weights (`weights_variant`: auto, ema or raw);
     returns a log line saying which."""
     sess.run([tf.global_variables_initializer(), tf.local_variables_initializer()])
     if latest:
@@ -64,8 +64,7 @@ def restore_or_initialize(sess, graph, latest, model_dir, weights_prefix, pretra
         return "resuming from %s (step %d); pretrained weights ignored" % (latest, sess.run(graph.global_step))
     if weights_prefix is None:
         return "training from scratch (no pretrained weights in TMP_WEIGHTS_PATH)"
-    use_ema = checkpoint_reader.resolve_use_ema({"ema": True, "raw": False}.get(pretrained_weights, "auto"),
-                                               weights_prefix)
+    use_ema = checkpoint_reader.resolve_use_ema(weights_variant, weights_prefix)
     skipped = checkpoint_reader.restore(sess, weights_prefix, graph.model_variables, use_ema,
                                        skip_mismatched_head=True)
     if skipped:
