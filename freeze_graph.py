@@ -38,7 +38,8 @@ FreezeResult = collections.namedtuple(
 def define_flags():
     """Defines the CLI flags (only when run as a script, so the module imports without side effects)."""
     flags.DEFINE_string("checkpoint", None, "Checkpoint folder (its newest checkpoint) or checkpoint prefix.")
-    flags.DEFINE_string("model_name", None, "Model to build; default: the model the checkpoint holds.")
+    flags.DEFINE_enum("model_name", None, efficientnet_builder.MODEL_NAMES,
+                      "Model to build; default: the model the checkpoint holds.")
     flags.DEFINE_integer("num_classes", None,
                          "Classes of the head; default: from the checkpoint's head/dense/bias.")
     flags.DEFINE_integer("image_size", None, "Input height and width; default: the size the checkpoint was trained at "

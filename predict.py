@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from absl import app, flags
 
+import efficientnet_builder
 import preprocess
 from effnet import cli
 from effnet.checkpoints import run_config
@@ -39,7 +40,8 @@ def define_flags():
                         "file export.py wrote (.pb, SavedModel folder, .tflite, .onnx).")
     flags.DEFINE_string("frozen_graph", None,
                         "Frozen .pb written by freeze_graph.py (instead of --checkpoint).")
-    flags.DEFINE_string("model_name", None, "Model to build; default: the model the checkpoint holds.")
+    flags.DEFINE_enum("model_name", None, efficientnet_builder.MODEL_NAMES,
+                      "Model to build; default: the model the checkpoint (or frozen graph) holds.")
     flags.DEFINE_integer("num_classes", None, "Classes of the head; default: from the checkpoint.")
     flags.DEFINE_integer("image_size", None, "Input height and width; default: the size the checkpoint was trained at "
                          "(run_config.json), else the model's resolution.")

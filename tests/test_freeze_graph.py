@@ -290,3 +290,10 @@ def test_cli_never_overwrites_an_input_and_replaces_a_file_only_with_overwrite(g
     graph_def.ParseFromString(existing.read_bytes())
     assert "logits" in {node.name for node in graph_def.node}
     assert sorted(os.listdir(str(tmp_path))) == ["ckpt", "notes.pb"]  # no temporary file left behind
+
+
+def test_cli_model_name_is_one_of_the_known_models(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "freeze_graph.py"),
+                           "--checkpoint=" + str(tmp_path), "--model_name=b0"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert proc.returncode == 1 and "--model_name=b0: value should be one of <efficientnet-b0|" in proc.stderr

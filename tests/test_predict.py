@@ -141,3 +141,9 @@ def test_frozen_graph_for_aipp_is_refused_with_a_clear_message(golden, tmp_path)
                                  input_dtype="uint8")
     with pytest.raises(runtimes.ModelFileError, match="normalized by ATC's AIPP"):
         runtimes.open_model(result.output)
+
+
+def test_cli_model_name_is_one_of_the_known_models(golden):
+    proc = run_cli("--checkpoint=" + golden["ckpt_dir"], "--model_name=efficientnet-b9", golden["photo_paths"][0])
+    assert proc.returncode == 1
+    assert "--model_name=efficientnet-b9: value should be one of <efficientnet-b0|" in proc.stderr
