@@ -15,11 +15,10 @@ They all pad like TensorFlow's "SAME", so the converted model gives the source's
 trained with PyTorch's symmetric padding (timm efficientnet_* without tf_, torchvision) do not,
 and are refused. The checkpoint holds the raw weights only (no EMA shadows, no optimizer slots).
 """
-import sys
-
-from absl import app, flags
+from absl import flags
 
 import efficientnet_builder
+from effnet import cli
 from effnet.weights import converter
 
 FLAGS = flags.FLAGS
@@ -36,21 +35,16 @@ def define_flags():
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
+    del argv  # none: cli.run refuses positional arguments
     import tensorflow.compat.v1 as tf
     tf.logging.set_verbosity(tf.logging.ERROR)
     if not FLAGS.source:
-        print("error: no weights file given: pass --source=<.h5, .pth/.pt or .safetensors file>", file=sys.stderr)
-        return 1
+        cli.fail("no weights file given: pass --source=<.h5, .pth/.pt or .safetensors file>")
     try:
         converter.convert(FLAGS.source, FLAGS.output, FLAGS.model_name, FLAGS.timm_model, FLAGS.overwrite)
     except (converter.WeightsConversionError, ValueError, IOError) as err:
-        print("error: %s" % str(err).splitlines()[0], file=sys.stderr)
-        return 1
-    return 0
+        cli.fail(str(err).splitlines()[0])  # the first line: h5py and torch readers' messages run on
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags=define_flags)

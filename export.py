@@ -19,7 +19,7 @@ file is not written) or the input is bad (nothing is written).
 import sys
 
 import tensorflow.compat.v1 as tf
-from absl import app, flags
+from absl import flags
 
 import preprocess
 from effnet import cli
@@ -51,22 +51,20 @@ def define_flags():
     flags.mark_flag_as_required("checkpoint")
 
 
+ERRORS = (exporter.ExportError, outputs.OutputError, runtimes.ModelFileError, checkpoint_reader.CheckpointError,
+          preprocess.DatasetError)
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
+    del argv  # none: cli.run refuses positional arguments
     tf.logging.set_verbosity(tf.logging.ERROR)
     try:
         result = exporter.export(
             FLAGS.checkpoint, FLAGS.output_dir, FLAGS.formats, cli.weights_variant(), FLAGS.data_path, FLAGS.images,
             FLAGS.check_images, FLAGS.calibration_images, FLAGS.image_size, FLAGS.overwrite,
             FLAGS.int8_max_top1_drop, FLAGS.int8_min_agreement, FLAGS.soc_version)
-    except (exporter.ExportError, outputs.OutputError, runtimes.ModelFileError, checkpoint_reader.CheckpointError,
-            preprocess.DatasetError) as err:
-        print("error: %s" % err, file=sys.stderr)
-        return 1
     except OSError as err:  # e.g. the disk filled up: the file being written was removed
-        print("error: cannot write the export (%s): free space or pass another --output_dir" % err, file=sys.stderr)
-        return 1
+        cli.fail("cannot write the export (%s): free space or pass another --output_dir" % err)
     print("Checked on %s against the checkpoint (%s weights; logit differences relative to the largest logit, "
           "absolute below 1):" % (result.check_source, "EMA" if result.use_ema else "raw"))
     print(exporter.format_table(result))
@@ -80,9 +78,8 @@ def main(argv):
     failed = [check for check in result.checks if not check.passed]
     for check in failed:
         print("error: %s not written: %s" % (check.path, check.reason), file=sys.stderr)
-    return 1 if failed else 0
+    return cli.EXIT_ERROR if failed else 0
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, ERRORS, define_flags)

@@ -15,10 +15,9 @@ written under a temporary name and renamed when complete.
 import collections
 import os
 import shlex
-import sys
 
 import tensorflow.compat.v1 as tf
-from absl import app, flags
+from absl import flags
 
 import efficientnet_builder
 from effnet import cli, tf_compat
@@ -175,15 +174,10 @@ def freeze(checkpoint, model_name=None, num_classes=None, image_size=None, outpu
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
-    try:
-        result = freeze(FLAGS.checkpoint, FLAGS.model_name, FLAGS.num_classes, FLAGS.image_size, FLAGS.output,
-                        cli.weights_variant(), FLAGS.input_dtype, FLAGS.normalize, FLAGS.batch_size,
-                        FLAGS.soc_version, FLAGS.overwrite)
-    except (ValueError, IOError, tf.errors.OpError) as err:
-        print("error: %s" % err, file=sys.stderr)
-        return 1
+    del argv  # none: cli.run refuses positional arguments
+    result = freeze(FLAGS.checkpoint, FLAGS.model_name, FLAGS.num_classes, FLAGS.image_size, FLAGS.output,
+                    cli.weights_variant(), FLAGS.input_dtype, FLAGS.normalize, FLAGS.batch_size,
+                    FLAGS.soc_version, FLAGS.overwrite)
     print("wrote %s (%s, %d classes, input %s %s x %d x %d x 3, %s weights, normalization %s)" % (
         result.output, result.model_name, result.num_classes, result.input_dtype,
         result.batch_size or "None", result.image_size, result.image_size,
@@ -194,9 +188,7 @@ def main(argv):
         print(result.aipp_config, end="")
     print("ATC command:")
     print(result.atc_command)
-    return 0
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, (ValueError, IOError, tf.errors.OpError), define_flags)

@@ -15,11 +15,10 @@ the README: upsampling them would train on blurred blocks under the class's name
 the workers at their next image and leaves the output folder as it was.
 """
 
-import sys
-
-from absl import app, flags
+from absl import flags
 
 import preprocess
+from effnet import cli
 from effnet.data import photo_records
 
 FLAGS = flags.FLAGS
@@ -41,10 +40,9 @@ def define_flags():
 
 
 def main(argv):
-    del argv
+    del argv  # none: cli.run refuses positional arguments
     if not FLAGS.input_dir or not FLAGS.output_dir:
-        print('error: pass --input_dir and --output_dir', file=sys.stderr)
-        sys.exit(1)
+        cli.fail('pass --input_dir and --output_dir')
     try:
         summary = photo_records.convert(
             FLAGS.input_dir,
@@ -57,14 +55,10 @@ def main(argv):
             FLAGS.overwrite,
             min_image_side=FLAGS.min_image_side,
         )
-    except (ValueError, IOError) as e:
-        print('error: %s' % e, file=sys.stderr)
-        sys.exit(1)
     except (photo_records.RecordsConversionInterrupted, KeyboardInterrupt) as stopped:
         done = ' after %d of %d images' % (stopped.converted, stopped.total) if stopped.args else ''
-        print('interrupted%s: nothing was written to %s (records already there are unchanged)'
-              % (done, FLAGS.output_dir), file=sys.stderr)
-        sys.exit(130)
+        cli.interrupted('interrupted%s: nothing was written to %s (records already there are unchanged)'
+                        % (done, FLAGS.output_dir))
     print(photo_records.describe(summary))
     if summary['skipped']:
         print('skipped %d unreadable files (see the warnings above)' % len(summary['skipped']))
@@ -78,5 +72,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    define_flags()
-    app.run(main)
+    cli.run(main, (ValueError, IOError), define_flags)

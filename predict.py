@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 import tensorflow.compat.v1 as tf
-from absl import app, flags
+from absl import flags
 
 import efficientnet_builder
 import preprocess
@@ -174,16 +174,10 @@ def run(inputs, checkpoint=None, frozen_graph=None, model_name=None, num_classes
 
 def main(argv):
     tf.logging.set_verbosity(tf.logging.ERROR)
-    try:
-        run(list(FLAGS.images) + list(argv[1:]), FLAGS.checkpoint, FLAGS.frozen_graph, FLAGS.model_name,
-            FLAGS.num_classes, FLAGS.image_size, FLAGS.labels, FLAGS.data_path, cli.weights_variant(), FLAGS.top_k,
-            FLAGS.output_csv)
-    except (ValueError, IOError, tf.errors.OpError) as err:
-        print("error: %s" % err, file=sys.stderr)
-        return 1
-    return 0
+    run(list(FLAGS.images) + list(argv[1:]), FLAGS.checkpoint, FLAGS.frozen_graph, FLAGS.model_name,
+        FLAGS.num_classes, FLAGS.image_size, FLAGS.labels, FLAGS.data_path, cli.weights_variant(), FLAGS.top_k,
+        FLAGS.output_csv)
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, (ValueError, IOError, tf.errors.OpError), define_flags, arguments=True)

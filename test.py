@@ -6,30 +6,21 @@ TMP_MODEL_PATH is a folder (its newest checkpoint) or a checkpoint prefix; check
 train.py and the official ones both work, and so do the files export.py writes (.pb, SavedModel folder,
 .tflite, .onnx). Every validation image is counted exactly once.
 """
-import sys
-
-from absl import app
-
 import preprocess
-from effnet import common_flags
+from effnet import cli, common_flags
 from effnet.checkpoints import checkpoint_reader, run_config
 from effnet.devices import device
 from effnet.evaluation import evaluation
 from effnet.export import runtimes
 
+ERRORS = (preprocess.DatasetError, checkpoint_reader.CheckpointError, device.DeviceError, run_config.RunConfigError,
+          common_flags.FlagError, runtimes.ModelFileError)
+
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
-    try:
-        evaluation.main_from_flags()
-    except (preprocess.DatasetError, checkpoint_reader.CheckpointError, device.DeviceError,
-            run_config.RunConfigError, common_flags.FlagError, runtimes.ModelFileError) as error:
-        sys.exit("error: %s" % error)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    del argv  # none: cli.run refuses positional arguments
+    evaluation.main_from_flags()
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, ERRORS)

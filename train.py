@@ -15,7 +15,7 @@ import sys
 import time
 
 import tensorflow.compat.v1 as tf
-from absl import app, flags, logging
+from absl import flags, logging
 
 import efficientnet_builder
 import preprocess
@@ -356,27 +356,25 @@ def _train(dev, model_dir, start_time, stop):
     return step
 
 
+ERRORS = (TrainingError, preprocess.DatasetError, checkpoint_reader.CheckpointError, device.DeviceError,
+          checkpoint_writer.CheckpointSaveError, checkpoint_writer.LockError, run_config.RunConfigError,
+          common_flags.FlagError, training_policy.HistoryError)
+# Ctrl-C before the stop signals are in place (or a second one): nothing is saved.
+INTERRUPTED = ("interrupted: stopped at once, nothing new saved (the checkpoints on disk are kept); run the same "
+               "command again to resume")
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
+    del argv  # none: cli.run refuses positional arguments
     cli.weights_variant()  # a deprecated alias warns here, at the start
     try:
         if FLAGS.is_training:
             train()
         else:
             evaluation.main_from_flags()
-    except (TrainingError, preprocess.DatasetError, checkpoint_reader.CheckpointError, device.DeviceError,
-            checkpoint_writer.CheckpointSaveError, checkpoint_writer.LockError, run_config.RunConfigError,
-            common_flags.FlagError, training_policy.HistoryError) as error:
-        sys.exit("error: %s" % error)
-    except checkpoint_writer.Interrupted as stopped:
-        print(stopped, file=sys.stderr)
-        sys.exit(stopped.exit_code)
-    except KeyboardInterrupt:
-        print("interrupted: stopped at once, nothing new saved (the checkpoints on disk are kept); run the same "
-              "command again to resume", file=sys.stderr)
-        sys.exit(130)
+    except checkpoint_writer.Interrupted as stopped:  # saved after the step: exit 143 (SIGTERM) or 130
+        cli.interrupted(stopped, stopped.exit_code)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, ERRORS, interrupted_message=INTERRUPTED)

@@ -12,7 +12,7 @@ NPU_DOUBLE_DIR = os.path.join(REPO_ROOT, "tests", "npu_double")
 # Modules whose tests run in-process, in about two minutes together on 2 cores; every other module starts
 # the package's scripts (training runs, launchers, conversions) and is marked `slow`:
 # `bash scripts/run_tests.sh -m "not slow"` runs the fast part alone.
-IN_PROCESS_MODULES = {"test_autoaugment", "test_demo_data", "test_device", "test_make_rank_table",
+IN_PROCESS_MODULES = {"test_autoaugment", "test_cli", "test_demo_data", "test_device", "test_make_rank_table",
                       "test_preprocess", "test_recipes", "test_train_step", "test_training_policy"}
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

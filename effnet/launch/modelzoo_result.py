@@ -8,7 +8,9 @@ import os
 import platform
 import re
 
-from absl import app, flags
+from absl import flags
+
+from effnet import cli
 
 NETWORK = "EfficientNet_for_TensorFlow"
 COMPILED_LINE = "The model has been compiled on the Ascend AI processor"
@@ -94,11 +96,10 @@ def report(log_file, kind, rank_size, batch_size, e2e_seconds, output_path, scri
 
 
 def main(argv):
-    del argv
+    del argv  # none: cli.run refuses positional arguments
     report(FLAGS.log_file, FLAGS.kind, FLAGS.rank_size, FLAGS.batch_size, FLAGS.e2e_seconds, FLAGS.output_path,
            FLAGS.script)
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags=define_flags)

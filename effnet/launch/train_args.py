@@ -6,10 +6,9 @@
 USER_ARGS are the flags the user gave the launcher; --recipe=NAME among them chooses the recipe
 (default auto: `demo` on the bundled demo data, else --default_recipe) and is not passed on.
 """
-import sys
+from absl import flags
 
-from absl import app, flags
-
+from effnet import cli
 from effnet.training import recipes
 
 FLAGS = flags.FLAGS
@@ -40,15 +39,9 @@ def resolve(user_args):
 
 
 def main(argv):
-    try:
-        name, args = resolve(argv[1:])
-    except recipes.RecipeError as error:
-        print("error: %s" % error, file=sys.stderr)
-        return 1
+    name, args = resolve(argv[1:])
     print("\n".join([name] + args))
-    return 0
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, (recipes.RecipeError,), define_flags, arguments=True)

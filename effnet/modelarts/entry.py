@@ -13,8 +13,9 @@ import subprocess
 import sys
 import tempfile
 
-from absl import app, flags
+from absl import flags
 
+from effnet import cli
 from effnet.modelarts import job_config, storage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -138,12 +139,14 @@ def run(kind, script_args):
 
 
 def main(kind, argv):
-    """Entry point of modelarts_entry_<kind>.py: argv[1:] holds this module's flags and the test script's."""
+    """Entry point of modelarts_entry_<kind>.py: argv[1:] holds this module's flags and the test script's.
+    Exits as every CLI does (effnet/cli.py), but its error line is a log line: `[CANN-Modelzoo] error: ...`
+    on stdout, where ModelArts users read the job's own lines."""
     def _main(rest):
         try:
             return run(kind, rest[1:])
         except (job_config.JobConfigError, storage.StorageError) as error:
             log("error: %s" % error)
-            return 1
+            return cli.EXIT_ERROR
 
-    app.run(_main, argv=argv, flags_parser=lambda args: FLAGS(args, known_only=True))
+    cli.run(_main, arguments=True, argv=argv, flags_parser=lambda args: FLAGS(args, known_only=True))
