@@ -23,4 +23,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main, ERRORS)
+    cli.run(main, ERRORS, evaluation.define_flags)

@@ -29,61 +29,67 @@ from effnet.training.errors import TrainingError, checked_folder
 from effnet.training.progress import ProgressLog
 from effnet.training.validation import Validation
 
-flags.DEFINE_boolean("is_training", True, "Train (True) or only evaluate TMP_MODEL_PATH on the validation split.")
-flags.DEFINE_float("epochs", 1.0, "Epochs to train; ignored when --max_steps > 0.")
-flags.DEFINE_integer("image_num", 0, "Training images per epoch; 0 = the number of records in the training set.")
-flags.DEFINE_string("TMP_LOG_PATH", "./log", "Folder for TensorBoard summaries.")
-flags.DEFINE_string("TMP_WEIGHTS_PATH", "./weights",
-                    "Pretrained checkpoint (prefix, or a folder holding one) to start from; "
-                    "an empty folder or '' trains from scratch.")
-cli.define_weights_aliases(("pretrained_weights",))  # --weights_variant is in common_flags
-flags.DEFINE_float("learning_rate", 0.01,
-                   "Peak learning rate (after warm-up) for the global batch, batch_size x devices; used as given "
-                   "(linear scaling rule: scale it in proportion to the global batch).")
-flags.DEFINE_enum("lr_schedule", "constant", ("constant", "exponential", "cosine"),
-                  "constant: Ascend fine-tuning default; exponential: official recipe (x0.97 every 2.4 epochs); "
-                  "cosine: to zero at the last step.")
-flags.DEFINE_float("warmup_epochs", 0.0, "Epochs of linear warm-up from 0 to --learning_rate.")
-flags.DEFINE_enum("optimizer", "momentum", train_step.OPTIMIZERS,
-                  "momentum: Nesterov, 0.9; rmsprop: official recipe (decay 0.9, momentum 0.9, eps 1e-3); "
-                  "adam: as the transfer-learning tutorials; sgd: plain gradient descent.")
-flags.DEFINE_float("momentum", 0.9, "Momentum of the momentum and rmsprop optimizers.")
-flags.DEFINE_float("weight_decay", 1e-5, "L2 factor on weights (batch-norm parameters excluded).")
-flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing of the cross-entropy loss.")
-flags.DEFINE_float("moving_average_decay", 0.9999,
-                   "Decay of the exponential moving average of the weights; 0 turns it off.")
-flags.DEFINE_float("dropout_rate", None, "Head dropout; default: the model's (0.2 for B0).")
-flags.DEFINE_float("batch_norm_momentum", None,
-                   "Momentum of the batch-norm moving statistics; default: 0.99 for runs of 1000 steps or more, "
-                   "less for shorter ones (see training_policy.batch_norm_momentum).")
-flags.DEFINE_float("survival_prob", None, "Stochastic-depth survival probability of the last block; default 0.8.")
-flags.DEFINE_enum("augment", "none", ("none", "autoaugment", "randaugment"), "Extra training augmentation.")
-flags.DEFINE_integer("randaug_num_layers", 2, "RandAugment: operations per image.")
-flags.DEFINE_integer("randaug_magnitude", 10, "RandAugment: magnitude 0..30.")
-flags.DEFINE_float("min_crop_area", preprocess.MIN_CROP_AREA,
-                   "Smallest random crop, as a fraction of the image area (official ImageNet value 0.08; "
-                   "small images such as 32x32 digits want 0.75 or more; 1.0 always takes the centre crop).")
-flags.DEFINE_boolean("random_flip", True, "Flip training images left-right at random (off for digits, text).")
-flags.DEFINE_integer("max_steps", 0, "Total training steps; 0 = derived from --epochs and --image_num.")
-flags.DEFINE_integer("save_checkpoints_steps", 1000, "Steps between checkpoints (one is always saved at the end).")
-flags.DEFINE_integer("keep_checkpoint_max", 5, "model.ckpt-* checkpoints kept in TMP_MODEL_PATH, counted on disk "
-                     "(earlier runs' included); 0 keeps all.")
-flags.DEFINE_integer("log_every_n_steps", None, "Steps between log lines; default: %d, or a tenth of a shorter "
-                     "run (see training_policy.log_interval)." % training_policy.DEFAULT_LOG_INTERVAL)
-flags.DEFINE_integer("seed", None, "Graph-level random seed (initialisation, shuffling, augmentation); rank r of a "
-                                   "multi-device run uses seed + r and starts from rank 0's variables.")
-flags.DEFINE_boolean("freeze_base", False,
-                     "Train only head/dense; the rest runs in inference mode (for transfer learning).")
-flags.DEFINE_float("eval_every_n_epochs", None,
-                   "Validate every N epochs (and at the end); default: %d times a run for validation splits of up "
-                   "to %d images, never for larger ones; 0 = off." % (training_policy.AUTO_EVALUATIONS_PER_RUN,
-                                                                       training_policy.AUTO_VALIDATION_MAX_IMAGES))
-flags.DEFINE_integer("eval_every_n_steps", 0,
-                     "Validate every N steps (and at the end); wins over --eval_every_n_epochs.")
-flags.DEFINE_integer("early_stopping_patience", 0,
-                     "Stop after this many validations without a better top-1 than the best (kept in "
-                     "TMP_MODEL_PATH/best/); 0 = off.")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Defines train.py's flags, with those of evaluation (--nois_training) and common_flags; device.py's are
+    defined at its import."""
+    evaluation.define_flags()
+    flags.DEFINE_boolean("is_training", True, "Train (True) or only evaluate TMP_MODEL_PATH on the validation split.")
+    flags.DEFINE_float("epochs", 1.0, "Epochs to train; ignored when --max_steps > 0.")
+    flags.DEFINE_integer("image_num", 0, "Training images per epoch; 0 = the number of records in the training set.")
+    flags.DEFINE_string("TMP_LOG_PATH", "./log", "Folder for TensorBoard summaries.")
+    flags.DEFINE_string("TMP_WEIGHTS_PATH", "./weights",
+                        "Pretrained checkpoint (prefix, or a folder holding one) to start from; "
+                        "an empty folder or '' trains from scratch.")
+    cli.define_weights_aliases(("pretrained_weights",))  # --weights_variant is in common_flags
+    flags.DEFINE_float("learning_rate", 0.01,
+                       "Peak learning rate (after warm-up) for the global batch, batch_size x devices; used as given "
+                       "(linear scaling rule: scale it in proportion to the global batch).")
+    flags.DEFINE_enum("lr_schedule", "constant", ("constant", "exponential", "cosine"),
+                      "constant: Ascend fine-tuning default; exponential: official recipe (x0.97 every 2.4 epochs); "
+                      "cosine: to zero at the last step.")
+    flags.DEFINE_float("warmup_epochs", 0.0, "Epochs of linear warm-up from 0 to --learning_rate.")
+    flags.DEFINE_enum("optimizer", "momentum", train_step.OPTIMIZERS,
+                      "momentum: Nesterov, 0.9; rmsprop: official recipe (decay 0.9, momentum 0.9, eps 1e-3); "
+                      "adam: as the transfer-learning tutorials; sgd: plain gradient descent.")
+    flags.DEFINE_float("momentum", 0.9, "Momentum of the momentum and rmsprop optimizers.")
+    flags.DEFINE_float("weight_decay", 1e-5, "L2 factor on weights (batch-norm parameters excluded).")
+    flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing of the cross-entropy loss.")
+    flags.DEFINE_float("moving_average_decay", 0.9999,
+                       "Decay of the exponential moving average of the weights; 0 turns it off.")
+    flags.DEFINE_float("dropout_rate", None, "Head dropout; default: the model's (0.2 for B0).")
+    flags.DEFINE_float("batch_norm_momentum", None,
+                       "Momentum of the batch-norm moving statistics; default: 0.99 for runs of 1000 steps or more, "
+                       "less for shorter ones (see training_policy.batch_norm_momentum).")
+    flags.DEFINE_float("survival_prob", None, "Stochastic-depth survival probability of the last block; default 0.8.")
+    flags.DEFINE_enum("augment", "none", ("none", "autoaugment", "randaugment"), "Extra training augmentation.")
+    flags.DEFINE_integer("randaug_num_layers", 2, "RandAugment: operations per image.")
+    flags.DEFINE_integer("randaug_magnitude", 10, "RandAugment: magnitude 0..30.")
+    flags.DEFINE_float("min_crop_area", preprocess.MIN_CROP_AREA,
+                       "Smallest random crop, as a fraction of the image area (official ImageNet value 0.08; "
+                       "small images such as 32x32 digits want 0.75 or more; 1.0 always takes the centre crop).")
+    flags.DEFINE_boolean("random_flip", True, "Flip training images left-right at random (off for digits, text).")
+    flags.DEFINE_integer("max_steps", 0, "Total training steps; 0 = derived from --epochs and --image_num.")
+    flags.DEFINE_integer("save_checkpoints_steps", 1000, "Steps between checkpoints (one is always saved at the end).")
+    flags.DEFINE_integer("keep_checkpoint_max", 5, "model.ckpt-* checkpoints kept in TMP_MODEL_PATH, counted on disk "
+                         "(earlier runs' included); 0 keeps all.")
+    flags.DEFINE_integer("log_every_n_steps", None, "Steps between log lines; default: %d, or a tenth of a shorter "
+                         "run (see training_policy.log_interval)." % training_policy.DEFAULT_LOG_INTERVAL)
+    flags.DEFINE_integer("seed", None, "Graph-level random seed (initialisation, shuffling, augmentation); rank r of a "
+                                       "multi-device run uses seed + r and starts from rank 0's variables.")
+    flags.DEFINE_boolean("freeze_base", False,
+                         "Train only head/dense; the rest runs in inference mode (for transfer learning).")
+    flags.DEFINE_float("eval_every_n_epochs", None,
+                       "Validate every N epochs (and at the end); default: %d times a run for validation splits of up "
+                       "to %d images, never for larger ones; 0 = off." % (training_policy.AUTO_EVALUATIONS_PER_RUN,
+                                                                           training_policy.AUTO_VALIDATION_MAX_IMAGES))
+    flags.DEFINE_integer("eval_every_n_steps", 0,
+                         "Validate every N steps (and at the end); wins over --eval_every_n_epochs.")
+    flags.DEFINE_integer("early_stopping_patience", 0,
+                         "Stop after this many validations without a better top-1 than the best (kept in "
+                         "TMP_MODEL_PATH/best/); 0 = off.")
 
 IMAGENET_TRAIN_SHARDS = 1024
 IMAGENET_TRAIN_IMAGES = 1281167
@@ -377,4 +383,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main, ERRORS, interrupted_message=INTERRUPTED)
+    cli.run(main, ERRORS, define_flags, interrupted_message=INTERRUPTED)

@@ -1,23 +1,33 @@
 """Flags that train.py and test.py share, defined once (the TMP_* names are the ones ModelZoo users know),
-and the quieting of TensorFlow's log noise both tools share."""
+and the quieting of TensorFlow's log noise both tools share.
+
+Flag style of the whole package: importing a module never defines a flag; every module with flags defines
+them in its `define_flags()`, and only an entry point calls it (its own, which calls those of the library
+modules whose flags it reads) through `effnet.cli.run`, so tests and tools import any modules together without
+duplicate-flag clashes (effnet/devices/device.py still defines its flags at import).
+"""
 from absl import flags
 
 import efficientnet_builder
 from effnet import cli
 
-flags.DEFINE_string("TMP_DATA_PATH", "./data/demo",
-                    "Folder with train-*/validation-* TFRecords (or train_tf/ and valid_tf/).")
-flags.DEFINE_string("TMP_MODEL_PATH", "./model",
-                    "Folder for this run's checkpoints; test.py also takes a checkpoint prefix here.")
-flags.DEFINE_enum("model_name", None, efficientnet_builder.MODEL_NAMES,
-                  "Model to build. Default: the one recorded in TMP_MODEL_PATH or held by the checkpoint, "
-                  "else efficientnet-b0.")
-flags.DEFINE_integer("num_classes", 0, "Classifier width; 0 = from the dataset info (or the checkpoint head).")
-flags.DEFINE_integer("image_size", 0, "Input resolution; 0 = the one recorded in TMP_MODEL_PATH, "
-                                      "else the model's own (224 for B0).")
-flags.DEFINE_integer("batch_size", 64, "Images per step on each device.", lower_bound=1)
-cli.define_weights_variant("Which weights of a checkpoint to read: of TMP_WEIGHTS_PATH when training starts from "
-                           "pretrained weights, of TMP_MODEL_PATH when evaluating (test.py, --nois_training).")
+
+def define_flags():
+    """Defines the shared flags (train.py and test.py call it through evaluation.define_flags)."""
+    flags.DEFINE_string("TMP_DATA_PATH", "./data/demo",
+                        "Folder with train-*/validation-* TFRecords (or train_tf/ and valid_tf/).")
+    flags.DEFINE_string("TMP_MODEL_PATH", "./model",
+                        "Folder for this run's checkpoints; test.py also takes a checkpoint prefix here.")
+    flags.DEFINE_enum("model_name", None, efficientnet_builder.MODEL_NAMES,
+                      "Model to build. Default: the one recorded in TMP_MODEL_PATH or held by the checkpoint, "
+                      "else efficientnet-b0.")
+    flags.DEFINE_integer("num_classes", 0, "Classifier width; 0 = from the dataset info (or the checkpoint head).")
+    flags.DEFINE_integer("image_size", 0, "Input resolution; 0 = the one recorded in TMP_MODEL_PATH, "
+                                          "else the model's own (224 for B0).")
+    flags.DEFINE_integer("batch_size", 64, "Images per step on each device.", lower_bound=1)
+    cli.define_weights_variant("Which weights of a checkpoint to read: of TMP_WEIGHTS_PATH when training starts "
+                               "from pretrained weights, of TMP_MODEL_PATH when evaluating (test.py, "
+                               "--nois_training).")
 
 
 class FlagError(ValueError):

@@ -53,7 +53,7 @@ def test_unknown_optimizer_is_named():
 
 def test_step_settings_defaults_are_train_py_flag_defaults():
     """StepSettings() is what bench/train_step.py times: it must be the step train.py runs by default."""
-    result = run_python(["-c", "import sys; from absl import flags; import train; flags.FLAGS(['train.py']); "
-                               "print(repr(tuple(train.step_settings())))"])
+    result = run_python(["-c", "import sys; from absl import flags; import train; train.define_flags(); "
+                               "flags.FLAGS(['train.py']); print(repr(tuple(train.step_settings())))"])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == repr(tuple(train_step.StepSettings()))

@@ -16,13 +16,18 @@ from effnet.data import pipeline_errors
 from effnet.devices import device
 from effnet.export import file_evaluation, runtimes
 
-flags.DEFINE_string("report_dir", None, "Folder for per_class.csv, confusion.csv and misclassified.csv; default: "
-                    "eval_<step> beside a checkpoint train.py wrote (a new eval_<step>.N when that exists); none "
-                    "for other checkpoints.")
 MAX_PRINTED_CLASSES = 20
 # Checkpoints a folder evaluation may find removed under it (a running training's retention) before it gives up.
 REMOVED_RETRIES = 3
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Defines the flags main_from_flags reads: common_flags' and --report_dir (test.py; train.py adds its own)."""
+    common_flags.define_flags()
+    flags.DEFINE_string("report_dir", None, "Folder for per_class.csv, confusion.csv and misclassified.csv; "
+                        "default: eval_<step> beside a checkpoint train.py wrote (a new eval_<step>.N when that "
+                        "exists); none for other checkpoints.")
 
 
 class Evaluator(object):

@@ -24,16 +24,20 @@ PREFIX = "[CANN-Modelzoo]"
 # The local SSD of ModelArts training containers; elsewhere the system's temporary folder.
 MODELARTS_CACHE = "/cache"
 
-flags.DEFINE_string("data_url", "/home/ma-user/modelarts/inputs/data_url_0",
-                    "Folder or obs:// URL of the TFRecords (train-* and validation-* files).")
-flags.DEFINE_string("train_url", "/home/ma-user/modelarts/outputs/train_url_0/",
-                    "Folder or obs:// URL that receives the result log, the training log, the best (else last) "
-                    "checkpoint and, with freeze_pb, the frozen graph.")
-flags.DEFINE_string("config_file", os.path.join(ROOT, "configs", "modelarts.yaml"),
-                    "The job's parameters (class count, pretrained weights, epochs, batch, freeze_pb).")
-flags.DEFINE_string("cache_dir", None, "Local folder for the copied data and the run's outputs; default %s when "
-                    "writable, else the system's temporary folder." % MODELARTS_CACHE)
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Defines the job's own flags (the rest of the command line goes to the test script)."""
+    flags.DEFINE_string("data_url", "/home/ma-user/modelarts/inputs/data_url_0",
+                        "Folder or obs:// URL of the TFRecords (train-* and validation-* files).")
+    flags.DEFINE_string("train_url", "/home/ma-user/modelarts/outputs/train_url_0/",
+                        "Folder or obs:// URL that receives the result log, the training log, the best (else last) "
+                        "checkpoint and, with freeze_pb, the frozen graph.")
+    flags.DEFINE_string("config_file", os.path.join(ROOT, "configs", "modelarts.yaml"),
+                        "The job's parameters (class count, pretrained weights, epochs, batch, freeze_pb).")
+    flags.DEFINE_string("cache_dir", None, "Local folder for the copied data and the run's outputs; default %s when "
+                        "writable, else the system's temporary folder." % MODELARTS_CACHE)
 
 
 def log(message):
@@ -149,4 +153,5 @@ def main(kind, argv):
             log("error: %s" % error)
             return cli.EXIT_ERROR
 
-    cli.run(_main, arguments=True, argv=argv, flags_parser=lambda args: FLAGS(args, known_only=True))
+    cli.run(_main, define_flags=define_flags, arguments=True, argv=argv,
+            flags_parser=lambda args: FLAGS(args, known_only=True))
