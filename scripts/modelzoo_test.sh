@@ -39,7 +39,9 @@ usage: bash test/$script --data_path=DIR [options] [train.py flags]
                           the global batch, batch_size x RANK_SIZE)
   --train_steps=N         training steps; default: the recipe's run length (acc) or its perf_steps (perf)
   --train_epochs=N        training epochs, instead of --train_steps
-  --ckpt_path=PATH        pretrained checkpoint (prefix or folder) to start from; default: from scratch
+  --ckpt_path=PATH        pretrained weights to start from (checkpoint prefix or folder; train.py's
+                          TMP_WEIGHTS_PATH, named ckpt_path by the ModelZoo contract); not where the
+                          run's checkpoints go (OUTPUT/ckpt); default: from scratch
   --precision_mode=MODE   NPU precision mode; default allow_mix_precision
   --over_dump=True        NPU: dump overflowing operators to OUTPUT/overflow_dump
   --data_dump_flag=True   NPU: dump operator data at --data_dump_step to OUTPUT/data_dump
