@@ -54,7 +54,17 @@ def _chunks(images, batch):
     return [images[i:i + step] for i in range(0, len(images), step)]
 
 
-class CheckpointRuntime(object):
+class _SessionRuntime(object):
+    """A model in a tf.Session: `input` fed, `logits_tensor` fetched."""
+
+    def logits(self, images):
+        return self.sess.run(self.logits_tensor, {self.input: images})
+
+    def close(self):
+        self.sess.close()
+
+
+class CheckpointRuntime(_SessionRuntime):
     """The checkpoint itself (EMA or raw weights), in the inference graph freeze_graph.py freezes."""
 
     kind = "checkpoint"
@@ -72,14 +82,8 @@ class CheckpointRuntime(object):
             self.sess = tf.Session(graph=self.graph)
             checkpoint_reader.restore(self.sess, self.prefix, tf.global_variables(), self.use_ema)
 
-    def logits(self, images):
-        return self.sess.run(self.logits_tensor, {self.input: images})
 
-    def close(self):
-        self.sess.close()
-
-
-class FrozenGraphRuntime(object):
+class FrozenGraphRuntime(_SessionRuntime):
     """A frozen .pb from freeze_graph.py or export.py, whichever input dtype, batch and normalization it has."""
 
     kind = "pb"
@@ -132,11 +136,8 @@ class FrozenGraphRuntime(object):
             results.append(self.sess.run(self.logits_tensor, {self.input: chunk})[:count])
         return np.concatenate(results)
 
-    def close(self):
-        self.sess.close()
 
-
-class SavedModelRuntime(object):
+class SavedModelRuntime(_SessionRuntime):
     """A SavedModel folder from export.py, through its serving signature."""
 
     kind = "saved_model"
@@ -159,12 +160,6 @@ class SavedModelRuntime(object):
         self.num_classes = self.logits_tensor.shape.as_list()[-1]
         self.model_name = model_name
         self.source = "%s (SavedModel)" % path
-
-    def logits(self, images):
-        return self.sess.run(self.logits_tensor, {self.input: images})
-
-    def close(self):
-        self.sess.close()
 
 
 class TFLiteRuntime(object):
