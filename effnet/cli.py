@@ -1,5 +1,7 @@
 """What every command-line entry point shares (train.py, test.py, predict.py, freeze_graph.py, export.py,
-make_tfrecords.py, convert_weights.py, the effnet.launch tools; bench/ keeps its own).
+make_tfrecords.py, convert_weights.py, the ModelArts entries, the effnet.launch tools, make_demo_data.py;
+bench/ keeps its own, and scripts/make_rank_table.py, an argparse tool without TensorFlow, exits 2 as
+argparse does).
 
 One exit convention:
 - a run that cannot do what it was asked prints one line `error: <message>` on stderr and exits 1 (`fail`);

@@ -14,14 +14,15 @@ import sys
 import tempfile
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from PIL import Image
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from effnet.data import photo_records  # noqa: E402  (after the sys.path line above)
+from effnet import cli  # noqa: E402  (after the sys.path line above)
+from effnet.data import photo_records  # noqa: E402
 
 IMAGE_SIZE = 32
 VALIDATION_FRACTION = 0.2
@@ -34,11 +35,7 @@ def load_digits():
     try:
         from sklearn import datasets  # pylint: disable=g-import-not-at-top
     except ImportError:
-        print(
-            "error: scikit-learn is needed to generate the demo data: " "pip install 'scikit-learn<1.1'",
-            file=sys.stderr,
-        )
-        sys.exit(1)
+        cli.fail("scikit-learn is needed to generate the demo data: pip install 'scikit-learn<1.1'")
     digits = datasets.load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     return images, digits.target
@@ -84,15 +81,10 @@ def define_flags():
 
 
 def main(argv):
-    del argv
-    try:
-        summary = make_demo_data(FLAGS.output_dir, FLAGS.overwrite)
-    except (ValueError, IOError) as e:
-        print('error: %s' % e, file=sys.stderr)
-        sys.exit(1)
+    del argv  # none: cli.run refuses positional arguments
+    summary = make_demo_data(FLAGS.output_dir, FLAGS.overwrite)
     print('demo data: ' + photo_records.describe(summary))
 
 
 if __name__ == '__main__':
-    define_flags()
-    app.run(main)
+    cli.run(main, (ValueError, IOError), define_flags)
