@@ -33,8 +33,8 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """Defines train.py's flags, with those of evaluation (--nois_training) and common_flags; device.py's are
-    defined at its import."""
+    """Defines train.py's flags, with those of evaluation (--nois_training), which include common_flags' and
+    the device's."""
     evaluation.define_flags()
     flags.DEFINE_boolean("is_training", True, "Train (True) or only evaluate TMP_MODEL_PATH on the validation split.")
     flags.DEFINE_float("epochs", 1.0, "Epochs to train; ignored when --max_steps > 0.")

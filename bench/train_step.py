@@ -20,13 +20,18 @@ import efficientnet_builder  # noqa: E402
 from effnet.devices import device  # noqa: E402
 from effnet.training import train_step  # noqa: E402
 
-flags.DEFINE_string("model_name", "efficientnet-b0", "Model to benchmark.")
-flags.DEFINE_integer("batch_size", 16, "Images per training step.")
-flags.DEFINE_integer("image_size", 0, "Input resolution; 0 means the model's own.")
-flags.DEFINE_integer("num_classes", 1000, "Classifier width.")
-flags.DEFINE_integer("warmup_steps", 3, "Steps run before timing starts (graph optimisation, allocation).")
-flags.DEFINE_integer("steps", 10, "Timed steps.")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """This benchmark's flags and the device's (effnet/devices/device.py), as train.py has them."""
+    device.define_flags()
+    flags.DEFINE_string("model_name", "efficientnet-b0", "Model to benchmark.")
+    flags.DEFINE_integer("batch_size", 16, "Images per training step.")
+    flags.DEFINE_integer("image_size", 0, "Input resolution; 0 means the model's own.")
+    flags.DEFINE_integer("num_classes", 1000, "Classifier width.")
+    flags.DEFINE_integer("warmup_steps", 3, "Steps run before timing starts (graph optimisation, allocation).")
+    flags.DEFINE_integer("steps", 10, "Timed steps.")
 
 
 def main(_):
@@ -59,4 +64,5 @@ def main(_):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -4,7 +4,7 @@ and the quieting of TensorFlow's log noise both tools share.
 Flag style of the whole package: importing a module never defines a flag; every module with flags defines
 them in its `define_flags()`, and only an entry point calls it (its own, which calls those of the library
 modules whose flags it reads) through `effnet.cli.run`, so tests and tools import any modules together without
-duplicate-flag clashes (effnet/devices/device.py still defines its flags at import).
+duplicate-flag clashes.
 """
 from absl import flags
 

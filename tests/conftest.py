@@ -53,13 +53,16 @@ def run_python(args, extra_env=None, timeout=600, **kwargs):
 
 def device_flags(**overrides):
     """effnet/devices/device.py's flags at their defaults, with overrides, as the object device.for_name() and
-    resolve() read."""
+    resolve() read. Defines those flags in absl's FLAGS the first time (the devices read the defaults there
+    to tell which flags a user changed)."""
     import types
 
     from absl import flags
 
     from effnet.devices import device
 
+    if "device" not in flags.FLAGS:
+        device.define_flags()
     values = {flag.name: flag.default for flag in flags.FLAGS.get_flags_for_module(device)}
     unknown = set(overrides) - set(values)
     assert not unknown, unknown

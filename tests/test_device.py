@@ -354,8 +354,8 @@ def test_round_to_loop_logs_when_it_rounds(npu, caplog):
 
 
 def test_subprocess_gets_the_double_through_pythonpath():
-    script = ("import sys; from absl import flags; from effnet.devices import device; flags.FLAGS(sys.argv); "
-              "d = device.resolve(); print(d.name, d.precision, d.iterations_per_loop)")
+    script = ("import sys; from absl import flags; from effnet.devices import device; device.define_flags(); "
+              "flags.FLAGS(sys.argv); d = device.resolve(); print(d.name, d.precision, d.iterations_per_loop)")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([NPU_DOUBLE_DIR, REPO_ROOT]))
     env.pop("RANK_SIZE", None)
     result = subprocess.run([sys.executable, "-c", script, "--iterations_per_loop=3", "--precision_mode=force_fp16"],

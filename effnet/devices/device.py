@@ -1,5 +1,6 @@
-"""The device layer's face: its flags and resolve(), which picks the Ascend 910 NPU (npu_bridge), a GPU or the
-CPU and returns that device's object (effnet/devices/npu.py, gpu.py, or the plain base.Device for the CPU).
+"""The device layer's face: its flags (defined by define_flags) and resolve(), which picks the Ascend 910 NPU
+(npu_bridge), a GPU or the CPU and returns that device's object (effnet/devices/npu.py, gpu.py, or the plain
+base.Device for the CPU).
 
 train.py and test.py call the same Device methods on every device; each device's specifics live in its own
 module, and only npu.py imports npu_bridge.
@@ -17,44 +18,48 @@ DEVICES = ("auto", "npu", "gpu", "cpu")
 _CLASSES = {"npu": npu.NpuDevice, "gpu": gpu.GpuDevice, "cpu": base.Device}
 _OWN_FLAGS = {"npu": npu.NPU_ONLY_FLAGS, "gpu": gpu.GPU_ONLY_FLAGS, "cpu": ()}
 
-flags.DEFINE_enum("device", "auto", DEVICES,
-                  "Where to run: auto picks npu when npu_bridge imports, else gpu when TensorFlow sees one, "
-                  "else cpu.")
-flags.DEFINE_enum("precision_mode", "allow_mix_precision", npu.PRECISION_MODES,
-                  "NPU precision mode (CANN precision_mode). fp16 modes get loss scaling; ignored off the NPU.")
-flags.DEFINE_integer("iterations_per_loop", -1,
-                     "Training steps the NPU runs per session.run (loop sinking); -1 means %d on the NPU. "
-                     "Always 1 on cpu/gpu and in evaluation." % npu.DEFAULT_ITERATIONS_PER_LOOP)
-flags.DEFINE_enum("loss_scale_manager", "exponential", ("exponential", "fixed"),
-                  "Loss scaling for fp16 training (NPU fp16 precision modes, --gpu_amp): exponential "
-                  "(dynamic: grows after --loss_scale_incr_every_n_steps finite steps, halves on overflow) "
-                  "or fixed (--fixed_loss_scale). Steps with non-finite gradients are skipped either way.")
-flags.DEFINE_float("init_loss_scale", 2.0 ** 10, "Initial loss scale of the exponential loss scale manager.")
-flags.DEFINE_integer("loss_scale_incr_every_n_steps", 1000,
-                     "Exponential loss scaling doubles the scale after this many finite steps in a row.")
-flags.DEFINE_float("fixed_loss_scale", 1024.0, "Loss scale of --loss_scale_manager=fixed.")
-flags.DEFINE_string("modify_mixlist", None,
-                    "NPU: JSON file editing CANN's mixed-precision black/white/gray lists; needs an "
-                    "allow_mix_precision* --precision_mode.")
-flags.DEFINE_string("fusion_switch_file", None,
-                    "NPU: JSON file switching CANN graph/UB fusion passes off (configs/fusion_switch.cfg), for "
-                    "locating an accuracy or performance problem a fusion causes.")
-flags.DEFINE_boolean("auto_tune", False,
-                     "NPU: tune operator tiling while compiling (auto_tune_mode %s; slow the first time, the results "
-                     "are kept by CANN). Newer CANN versions replaced it with AOE." % npu.AUTO_TUNE_MODE)
-flags.DEFINE_boolean("over_dump", False, "NPU: dump the operators that overflow to --over_dump_path.")
-flags.DEFINE_string("over_dump_path", None, "NPU: directory for --over_dump (created when missing).")
-flags.DEFINE_boolean("data_dump_flag", False,
-                     "NPU: dump every operator's inputs and outputs at --data_dump_step to --data_dump_path.")
-flags.DEFINE_string("data_dump_step", "10", "NPU: steps to dump, CANN syntax such as '10' or '0|5|10-20'.")
-flags.DEFINE_string("data_dump_path", None, "NPU: directory for --data_dump_flag (created when missing).")
-flags.DEFINE_boolean("profiling", False, "NPU: collect a CANN profile (task trace) into --profiling_dump_path.")
-flags.DEFINE_string("profiling_dump_path", None, "NPU: directory for --profiling (created when missing).")
-flags.DEFINE_boolean("gpu_amp", False,
-                     "GPU: automatic mixed precision (float16 graph rewrite) with loss scaling.")
-flags.DEFINE_boolean("xla", False, "GPU: compile the graph with XLA (global_jit_level ON_1).")
-flags.DEFINE_integer("intra_op_threads", 0, "Threads inside one host op; 0 = TensorFlow's default.")
-flags.DEFINE_integer("inter_op_threads", 0, "Host ops run in parallel; 0 = TensorFlow's default.")
+
+def define_flags():
+    """Defines the device flags that resolve() reads (the entry points call it through
+    evaluation.define_flags; bench/train_step.py calls it itself)."""
+    flags.DEFINE_enum("device", "auto", DEVICES,
+                      "Where to run: auto picks npu when npu_bridge imports, else gpu when TensorFlow sees one, "
+                      "else cpu.")
+    flags.DEFINE_enum("precision_mode", "allow_mix_precision", npu.PRECISION_MODES,
+                      "NPU precision mode (CANN precision_mode). fp16 modes get loss scaling; ignored off the NPU.")
+    flags.DEFINE_integer("iterations_per_loop", -1,
+                         "Training steps the NPU runs per session.run (loop sinking); -1 means %d on the NPU. "
+                         "Always 1 on cpu/gpu and in evaluation." % npu.DEFAULT_ITERATIONS_PER_LOOP)
+    flags.DEFINE_enum("loss_scale_manager", "exponential", ("exponential", "fixed"),
+                      "Loss scaling for fp16 training (NPU fp16 precision modes, --gpu_amp): exponential "
+                      "(dynamic: grows after --loss_scale_incr_every_n_steps finite steps, halves on overflow) "
+                      "or fixed (--fixed_loss_scale). Steps with non-finite gradients are skipped either way.")
+    flags.DEFINE_float("init_loss_scale", 2.0 ** 10, "Initial loss scale of the exponential loss scale manager.")
+    flags.DEFINE_integer("loss_scale_incr_every_n_steps", 1000,
+                         "Exponential loss scaling doubles the scale after this many finite steps in a row.")
+    flags.DEFINE_float("fixed_loss_scale", 1024.0, "Loss scale of --loss_scale_manager=fixed.")
+    flags.DEFINE_string("modify_mixlist", None,
+                        "NPU: JSON file editing CANN's mixed-precision black/white/gray lists; needs an "
+                        "allow_mix_precision* --precision_mode.")
+    flags.DEFINE_string("fusion_switch_file", None,
+                        "NPU: JSON file switching CANN graph/UB fusion passes off (configs/fusion_switch.cfg), for "
+                        "locating an accuracy or performance problem a fusion causes.")
+    flags.DEFINE_boolean("auto_tune", False,
+                         "NPU: tune operator tiling while compiling (auto_tune_mode %s; slow the first time, the "
+                         "results are kept by CANN). Newer CANN versions replaced it with AOE." % npu.AUTO_TUNE_MODE)
+    flags.DEFINE_boolean("over_dump", False, "NPU: dump the operators that overflow to --over_dump_path.")
+    flags.DEFINE_string("over_dump_path", None, "NPU: directory for --over_dump (created when missing).")
+    flags.DEFINE_boolean("data_dump_flag", False,
+                         "NPU: dump every operator's inputs and outputs at --data_dump_step to --data_dump_path.")
+    flags.DEFINE_string("data_dump_step", "10", "NPU: steps to dump, CANN syntax such as '10' or '0|5|10-20'.")
+    flags.DEFINE_string("data_dump_path", None, "NPU: directory for --data_dump_flag (created when missing).")
+    flags.DEFINE_boolean("profiling", False, "NPU: collect a CANN profile (task trace) into --profiling_dump_path.")
+    flags.DEFINE_string("profiling_dump_path", None, "NPU: directory for --profiling (created when missing).")
+    flags.DEFINE_boolean("gpu_amp", False,
+                         "GPU: automatic mixed precision (float16 graph rewrite) with loss scaling.")
+    flags.DEFINE_boolean("xla", False, "GPU: compile the graph with XLA (global_jit_level ON_1).")
+    flags.DEFINE_integer("intra_op_threads", 0, "Threads inside one host op; 0 = TensorFlow's default.")
+    flags.DEFINE_integer("inter_op_threads", 0, "Host ops run in parallel; 0 = TensorFlow's default.")
 
 
 def _detect():

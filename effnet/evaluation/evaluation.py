@@ -23,8 +23,10 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """Defines the flags main_from_flags reads: common_flags' and --report_dir (test.py; train.py adds its own)."""
+    """Defines the flags main_from_flags reads: common_flags', the device's (evaluate resolves the device from
+    them) and --report_dir (test.py; train.py adds its own)."""
     common_flags.define_flags()
+    device.define_flags()
     flags.DEFINE_string("report_dir", None, "Folder for per_class.csv, confusion.csv and misclassified.csv; "
                         "default: eval_<step> beside a checkpoint train.py wrote (a new eval_<step>.N when that "
                         "exists); none for other checkpoints.")
