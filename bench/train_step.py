@@ -26,7 +26,7 @@ FLAGS = flags.FLAGS
 def define_flags():
     """This benchmark's flags and the device's (effnet/devices/device.py), as train.py has them."""
     device.define_flags()
-    flags.DEFINE_string("model_name", "efficientnet-b0", "Model to benchmark.")
+    flags.DEFINE_enum("model_name", "efficientnet-b0", efficientnet_builder.MODEL_NAMES, "Model to benchmark.")
     flags.DEFINE_integer("batch_size", 16, "Images per training step.")
     flags.DEFINE_integer("image_size", 0, "Input resolution; 0 means the model's own.")
     flags.DEFINE_integer("num_classes", 1000, "Classifier width.")
