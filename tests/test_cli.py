@@ -87,3 +87,25 @@ def test_a_deprecated_name_contradicting_weights_variant_is_a_usage_error(flag_v
     flag_values(["prog", "--use_ema=true", "--weights_variant=raw"])
     with pytest.raises(app.UsageError, match="--use_ema=true contradicts --weights_variant=raw"):
         cli.weights_variant(flag_values)
+
+
+IMPORT_EVERYTHING = """
+import importlib, pkgutil
+from absl import flags
+import effnet
+for name in ("train", "test", "predict", "export", "freeze_graph", "convert_weights", "make_tfrecords",
+             "modelarts_entry_acc", "modelarts_entry_perf"):
+    importlib.import_module(name)
+for module in pkgutil.walk_packages(effnet.__path__, "effnet."):
+    importlib.import_module(module.name)
+print(" ".join(sorted(flags.FLAGS.flags_by_module_dict())))
+"""
+
+
+def test_importing_the_package_defines_no_flag():
+    """Every module defines its flags in define_flags(), which only an entry point calls (effnet/common_flags.py)."""
+    result = subprocess.run([sys.executable, "-c", IMPORT_EVERYTHING], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, env=python_env(), cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    owners = result.stdout.split()
+    assert [owner for owner in owners if not owner.startswith(("absl.", "tensorflow."))] == [], owners
