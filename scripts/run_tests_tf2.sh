@@ -17,6 +17,7 @@ TF2_SUBSET=(
   tests/test_tf_versions.py
   tests/test_model.py
   tests/test_device.py
+  tests/test_train_step.py
 )
 # B4-B7 graphs add nothing version-specific to the B0-B3 ones and took 15 of the subset's 30 minutes
 # (sequential, loaded machine): their structure and training step stay on TF 1.15.

@@ -57,3 +57,65 @@ def test_step_settings_defaults_are_train_py_flag_defaults():
                                "flags.FLAGS(['train.py']); print(repr(tuple(train.step_settings())))"])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == repr(tuple(train_step.StepSettings()))
+
+
+
+def _gradients(build, input_shape, overrides):
+    """Gradients of sum(build(x) * r) w.r.t. x and build's own tensors, and the backprop op types used."""
+    rng = np.random.RandomState(1)
+    with tf.Graph().as_default() as graph:
+        inputs = tf.constant(rng.normal(1.0, 2.0, size=input_shape).astype(np.float32))
+        with graph.gradient_override_map(overrides):
+            outputs, parameters = build(inputs, rng)
+        weights = tf.constant(rng.normal(size=outputs.shape.as_list()).astype(np.float32))
+        gradients = tf.gradients(tf.reduce_sum(outputs * weights), [inputs] + parameters)
+        backprop_ops = {op.type for op in graph.get_operations() if "Backprop" in op.type or "Grad" in op.type}
+        with tf.Session() as sess:
+            return sess.run(gradients), backprop_ops
+
+
+def _conv(kernel_shape, strides):
+    def build(inputs, rng):
+        kernel = tf.constant(rng.normal(size=kernel_shape).astype(np.float32))
+        return tf.nn.conv2d(inputs, kernel, strides, "SAME"), [kernel]
+    return build
+
+
+def _batch_norm(is_training):
+    def build(inputs, rng):
+        channels = inputs.shape[-1]
+        scale = tf.constant(rng.normal(1.0, 0.3, channels).astype(np.float32))
+        offset = tf.constant(rng.normal(size=channels).astype(np.float32))
+        statistics = {} if is_training else {"mean": tf.ones([channels]), "variance": tf.fill([channels], 2.0)}
+        outputs, _, _ = tf.nn.fused_batch_norm(inputs, scale, offset, epsilon=1.001e-5, is_training=is_training,
+                                               **statistics)
+        return outputs, [scale, offset]
+    return build
+
+
+@pytest.mark.parametrize("build,input_shape,replaced", [
+    (_conv((1, 1, 24, 40), 1), (3, 9, 9, 24), True),
+    (_conv((1, 1, 24, 40), 2), (3, 9, 9, 24), False),
+    (_conv((3, 3, 8, 16), 1), (3, 9, 9, 8), False),
+    (_batch_norm(is_training=True), (4, 7, 7, 16), True),
+    (_batch_norm(is_training=True), (1, 1, 1, 16), True),
+    (_batch_norm(is_training=False), (4, 7, 7, 16), False),
+], ids=["conv1x1", "conv1x1_stride2", "conv3x3", "batch_norm", "batch_norm_one_value", "batch_norm_inference"])
+def test_cpu_gradients_equal_tensorflows(build, input_shape, replaced):
+    """The CPU device's gradients (1x1 convolutions as matrix products, batch norm from channel sums) give
+    TensorFlow's values where they apply; elsewhere TensorFlow's own backprop ops stay."""
+    overrides = device.for_name("cpu", device_flags(), training=True).gradient_overrides()
+    ours, our_ops = _gradients(build, input_shape, overrides)
+    reference, reference_ops = _gradients(build, input_shape, {})
+    for our_gradient, reference_gradient in zip(ours, reference):
+        np.testing.assert_allclose(our_gradient, reference_gradient, rtol=1e-4, atol=1e-4)
+    assert reference_ops and (our_ops.isdisjoint(reference_ops) if replaced else our_ops == reference_ops), our_ops
+
+
+def test_only_the_cpu_replaces_gradients():
+    """GPU (cuDNN) and NPU (CANN) keep TensorFlow's gradients: their backprop kernels are fast; on the CPU
+    --nocpu_fast_gradients does too."""
+    for name in ("gpu", "npu"):
+        assert device.for_name(name, device_flags(), training=True).gradient_overrides() == {}
+    assert device.for_name("cpu", device_flags(cpu_fast_gradients=False)).gradient_overrides() == {}
+    assert device.for_name("cpu", device_flags()).gradient_overrides()

@@ -7,8 +7,10 @@ import tensorflow.compat.v1 as tf
 from absl import flags, logging
 
 import efficientnet_model
-from effnet.devices import collectives
+from effnet.devices import collectives, cpu_gradients
 from effnet.devices.errors import DeviceError
+
+CPU_ONLY_FLAGS = ("cpu_fast_gradients",)
 
 
 def changed_flags(flags_obj, names):
@@ -82,6 +84,12 @@ class Device(object):
         if f.inter_op_threads > 0:
             config.inter_op_parallelism_threads = f.inter_op_threads
         return config
+
+    def gradient_overrides(self):
+        """Op type -> registered gradient for the training graph (tf.Graph.gradient_override_map): on the
+        CPU, the 1x1 convolutions' and batch norms' gradients that run faster on its kernels
+        (effnet/devices/cpu_gradients.py)."""
+        return dict(cpu_gradients.OVERRIDES) if self._flags.cpu_fast_gradients else {}
 
     def dropout_fn(self):
         """callable(x, rate, training) for the model head; training is a Python bool (identity when False)."""

@@ -16,7 +16,7 @@ from effnet.devices.errors import DeviceError  # noqa: F401  (callers catch devi
 
 DEVICES = ("auto", "npu", "gpu", "cpu")
 _CLASSES = {"npu": npu.NpuDevice, "gpu": gpu.GpuDevice, "cpu": base.Device}
-_OWN_FLAGS = {"npu": npu.NPU_ONLY_FLAGS, "gpu": gpu.GPU_ONLY_FLAGS, "cpu": ()}
+_OWN_FLAGS = {"npu": npu.NPU_ONLY_FLAGS, "gpu": gpu.GPU_ONLY_FLAGS, "cpu": base.CPU_ONLY_FLAGS}
 
 
 def define_flags():
@@ -60,6 +60,9 @@ def define_flags():
     flags.DEFINE_boolean("xla", False, "GPU: compile the graph with XLA (global_jit_level ON_1).")
     flags.DEFINE_integer("intra_op_threads", 0, "Threads inside one host op; 0 = TensorFlow's default.")
     flags.DEFINE_integer("inter_op_threads", 0, "Host ops run in parallel; 0 = TensorFlow's default.")
+    flags.DEFINE_boolean("cpu_fast_gradients", True,
+                         "CPU: train with the 1x1-convolution and batch-norm gradients that run faster on its kernels "
+                         "(effnet/devices/cpu_gradients.py, same values); --nocpu_fast_gradients uses TensorFlow's.")
 
 
 def _detect():

@@ -39,6 +39,10 @@ class GpuDevice(base.Device):
             config.graph_options.optimizer_options.global_jit_level = tf.OptimizerOptions.ON_1
         return config
 
+    def gradient_overrides(self):
+        """TensorFlow's own gradients: cuDNN's convolution backprop kernels are fast."""
+        return {}
+
     def wrap_optimizer(self, optimizer):
         """With --gpu_amp: MixedPrecisionLossScaleOptimizer, the loss scaling that session_config()'s float16
         rewrite (auto_mixed_precision) lacks, the same on TF 1.15 and 2.x (the process-wide

@@ -52,9 +52,10 @@ class TrainStep(object):
             training_policy.batch_norm_momentum(total_steps) if settings.batch_norm_momentum is None
             else settings.batch_norm_momentum)
         logging.info("batch-norm momentum %.3g", override_params["batch_norm_momentum"])
-        logits, _ = efficientnet_builder.build_model(
-            efficientnet_builder.normalize_images(images, model_name), model_name,
-            training=not settings.freeze_base, override_params=override_params)
+        with tf.get_default_graph().gradient_override_map(dev.gradient_overrides()):
+            logits, _ = efficientnet_builder.build_model(
+                efficientnet_builder.normalize_images(images, model_name), model_name,
+                training=not settings.freeze_base, override_params=override_params)
         self.model_variables = tf.global_variables()
         model_trainable = tf.trainable_variables()
         head = [v for v in model_trainable if "/head/dense/" in v.op.name]
