@@ -8,6 +8,7 @@ import tensorflow.compat.v1 as tf
 import efficientnet_builder as builder
 import efficientnet_model
 from conftest import relative_error
+from effnet import tf_compat
 
 B0 = "efficientnet-b0"
 
@@ -54,8 +55,12 @@ def test_b0_variables_are_the_official_ones(official_b0, b0_outputs_here):
     assert b0_outputs_here["trainable"] == 213
 
 
-def test_b0_ema_weights_reproduce_official_logits(official_b0, b0_outputs_here):
+def test_b0_ema_weights_reproduce_official_logits(official_b0, b0_outputs_here, exact_b0_outputs):
     for name in ("logits_ema", "features_ema"):
+        print("TF %s %s: error vs float64 %.2e, official float32 %.2e; vs official %.2e"
+              % (tf.__version__, name, relative_error(b0_outputs_here[name], exact_b0_outputs[name]),
+                 relative_error(official_b0[name], exact_b0_outputs[name]),
+                 relative_error(b0_outputs_here[name], official_b0[name])))
         assert relative_error(b0_outputs_here[name], official_b0[name]) <= 1e-4, name
     top5 = np.argsort(-b0_outputs_here["logits_ema"], axis=1)[:, :5].tolist()
     assert top5 == official_b0["top5_ema"]
@@ -99,12 +104,24 @@ def test_b0_raw_weights_as_exact_as_the_official_float32(official_b0, b0_outputs
     official float32 result (within a factor 2; measured 1.13 and 1.01), and its difference from
     the official numbers is smaller than float32's own error on this input. A wrong layer or
     constant breaks both by orders of magnitude; the EMA comparison keeps its 1e-4 bound.
+
+    TF 2.x (2.15.1, same machine): its native sigmoid and mean kernels round differently from TF
+    1.15's (effnet/tf_compat.py) and land closer to the exact answer: 4.6e-5 (logits) and 7.4e-4
+    (features) against the official 2.7e-4 and 4.0e-3. Its distance from the official numbers is
+    then about the official numbers' own error (3.2e-4, 4.8e-3), so the second condition -- a
+    claim that we compute as the official kernels do -- is checked on TF 1.15 only.
     """
+    errors = {}
     for name in ("logits_raw", "features_raw"):
-        official_error = relative_error(official_b0[name], exact_b0_outputs[name])
-        ours_error = relative_error(b0_outputs_here[name], exact_b0_outputs[name])
+        errors[name] = (relative_error(b0_outputs_here[name], exact_b0_outputs[name]),
+                        relative_error(official_b0[name], exact_b0_outputs[name]),
+                        relative_error(b0_outputs_here[name], official_b0[name]))
+        print("TF %s %s: error vs float64 %.2e, official float32 %.2e; vs official %.2e"
+              % ((tf.__version__, name) + errors[name]))
+    for name, (ours_error, official_error, from_official) in errors.items():
         assert ours_error <= 2 * official_error, (name, ours_error, official_error)
-        assert relative_error(b0_outputs_here[name], official_b0[name]) <= official_error, name
+        if not tf_compat.IS_TF2:
+            assert from_official <= official_error, (name, from_official, official_error)
 
 
 def test_b0_endpoint_shapes(official_b0, b0_outputs_here):
