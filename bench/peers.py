@@ -118,9 +118,6 @@ def contenders():
     if not FLAGS.official_dir:
         print("official: skipped, give --official_dir (models/official/efficientnet of a tensorflow/tpu checkout)")
     else:
-        problem = official_step.check_official_dir(FLAGS.official_dir)
-        if problem:
-            raise PeerError("--official_dir: " + problem)
         built["official"] = TensorFlowContender(
             lambda: official_step.build(FLAGS.official_dir, FLAGS.model_name, FLAGS.batch_size, FLAGS.image_size),
             tf.ConfigProto())
@@ -136,6 +133,9 @@ def main(_):
     logging.set_verbosity(logging.ERROR)  # the official code logs every block it builds
     print("%s, batch %d, %d px, TensorFlow %s, %d cores" % (FLAGS.model_name, FLAGS.batch_size, FLAGS.image_size,
                                                           tf.__version__, os.cpu_count()), flush=True)
+    problem = FLAGS.official_dir and official_step.check_official_dir(FLAGS.official_dir)
+    if problem:
+        raise PeerError("--official_dir: " + problem)
     runs = contenders()
     rates = {name: [] for name in runs}
     for round_index in range(FLAGS.rounds):
