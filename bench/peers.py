@@ -85,9 +85,10 @@ class TorchContender(object):
              "--image_size=%d" % FLAGS.image_size, "--steps=%d" % FLAGS.steps,
              "--warmup_steps=%d" % FLAGS.warmup_steps, "--model_name=" + FLAGS.model_name],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, universal_newlines=True)
-        self.version = self.process.stdout.readline().strip()
-        if not self.version:
+        started = self.process.stdout.readline().strip()
+        if not started:
             raise PeerError("the PyTorch contender did not start (%s)" % FLAGS.torch_python)
+        print("pytorch: " + started, flush=True)
 
     def seconds(self, steps):
         assert steps == FLAGS.steps
@@ -96,16 +97,22 @@ class TorchContender(object):
         return float(self.process.stdout.readline())
 
 
+def synthetic_batch():
+    """The same fixed images (float 0..255) and 1000-class labels for every contender, held in variables so
+    that no step pays for feeding them."""
+    rng = np.random.RandomState(0)
+    size = FLAGS.image_size
+    images = tf.Variable(rng.uniform(0, 255, (FLAGS.batch_size, size, size, 3)).astype(np.float32), trainable=False)
+    labels = tf.Variable(rng.randint(0, 1000, FLAGS.batch_size).astype(np.int32), trainable=False)
+    return images, labels
+
+
 def package_step(fast_gradients):
     values = dict(FLAGS.flag_values_dict(), device="cpu", cpu_fast_gradients=fast_gradients)
     dev = device.resolve(types.SimpleNamespace(**values), training=True)
 
     def build():
-        rng = np.random.RandomState(0)
-        size = FLAGS.image_size
-        images = tf.Variable(rng.uniform(0, 255, (FLAGS.batch_size, size, size, 3)).astype(np.float32),
-                             trainable=False)
-        labels = tf.Variable(rng.randint(0, 1000, FLAGS.batch_size).astype(np.int32), trainable=False)
+        images, labels = synthetic_batch()
         return train_step.TrainStep(images, labels, dev, FLAGS.model_name, 1000, train_step.StepSettings(),
                                     steps_per_epoch=1000, total_steps=1000).train_op
     return build, dev.session_config()
@@ -119,7 +126,7 @@ def contenders():
         print("official: skipped, give --official_dir (models/official/efficientnet of a tensorflow/tpu checkout)")
     else:
         built["official"] = TensorFlowContender(
-            lambda: official_step.build(FLAGS.official_dir, FLAGS.model_name, FLAGS.batch_size, FLAGS.image_size),
+            lambda: official_step.build(FLAGS.official_dir, FLAGS.model_name, *synthetic_batch()),
             tf.ConfigProto())
     if os.path.exists(FLAGS.torch_python):
         built["pytorch"] = TorchContender(FLAGS.torch_python)

@@ -10,7 +10,6 @@ import inspect
 import os
 import sys
 
-import numpy as np
 import tensorflow.compat.v1 as tf
 
 MEAN_RGB = [0.485 * 255, 0.456 * 255, 0.406 * 255]
@@ -54,16 +53,13 @@ def check_official_dir(official_dir):
     return None
 
 
-def build(official_dir, model_name, batch_size, image_size):
-    """The official training op on synthetic images, in the current graph."""
+def build(official_dir, model_name, images, labels):
+    """The official training op on `images` (float 0..255) and 1000-class `labels`, in the current graph."""
+    batch_size = int(images.shape[0])
     with _official_modules(os.path.abspath(official_dir)):
         efficientnet_builder = importlib.import_module("efficientnet_builder")
         utils = importlib.import_module("utils")
         _accept_mask_argument()
-        rng = np.random.RandomState(0)
-        images = tf.Variable(rng.uniform(0, 255, (batch_size, image_size, image_size, 3)).astype(np.float32),
-                             trainable=False)
-        labels = tf.Variable(rng.randint(0, 1000, batch_size).astype(np.int32), trainable=False)
         features = (images - tf.constant(MEAN_RGB, shape=[1, 1, 1, 3])) / tf.constant(STDDEV_RGB,
                                                                                         shape=[1, 1, 1, 3])
         logits, _ = efficientnet_builder.build_model(features, model_name, training=True)
